@@ -1,0 +1,73 @@
+"""The ``orient3d`` command line: one module per subcommand.
+
+Each subcommand module has a docstring (its help), ``add_args(parser)`` and
+``main(args) -> int``. Logging handlers and progress bars live here only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+
+from orient3d import __version__
+from orient3d.errors import Orient3dError
+
+# name -> module; the order is the order of ``orient3d --help``.
+COMMANDS: dict[str, str] = {
+    "demo": "orient3d.cli.demo",
+    "data": "orient3d.cli.data",
+    "train": "orient3d.cli.train",
+    "evaluate": "orient3d.cli.evaluate",
+    "recover": "orient3d.cli.recover",
+    "experiment": "orient3d.cli.experiment",
+    "report": "orient3d.cli.report",
+    "compare": "orient3d.cli.compare",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orient3d",
+        description="Learn 3D shape representations with orientation disentangled from shape.",
+    )
+    parser.add_argument("--version", action="version", version=f"orient3d {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, modname in COMMANDS.items():
+        if importlib.util.find_spec(modname) is None:
+            continue
+        mod = importlib.import_module(modname)
+        doc = (mod.__doc__ or "").strip()
+        p = sub.add_parser(
+            name,
+            help=doc.splitlines()[0] if doc else name,
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        mod.add_args(p)
+        p.set_defaults(_main=mod.main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s")
+    try:
+        return int(args._main(args) or 0)
+    except Orient3dError as err:
+        print(f"orient3d {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Shared fixtures: seeded generators, the shared ModelNet10 data, and few threads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def torch_gen() -> torch.Generator:
+    return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared ModelNet10 data not found at {SHARED_DATA}")
+    return SHARED_DATA
