@@ -1,0 +1,267 @@
+"""Experiment configuration: frozen dataclasses, TOML files and dotted overrides.
+
+Each component owns its config; :class:`Config` composes them. A config file is
+TOML with top-level ``seed`` and tables ``[data]``, ``[model]``, ``[train]``,
+``[search]``; anything left out takes the default below. Overrides are dotted,
+``train.epochs=3`` or ``--train.epochs=3``. An unknown key or a value of the wrong
+type is a :class:`~orient3d.errors.ConfigError` that names it and lists the valid
+keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+from orient3d.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Mode = Literal["single", "augmented", "search"]
+
+
+def _check(ok: bool, key: str, value: object, want: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {value!r} is invalid, must be {want}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "procedural"  # "procedural" (built in) or a path to voxel/mesh files
+    res: int = 16  # voxel grid side D (16, 32 or 64)
+    n_train: int = 2048  # training objects (0: all available)
+    n_test: int = 512  # test objects (0: all available)
+    classes: tuple[str, ...] = ()  # restrict to these classes (empty: all)
+    cache_dir: str = ""  # where generated/voxelized data is cached ("": default)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.res >= 8 and self.res & (self.res - 1) == 0,
+            "data.res",
+            self.res,
+            "a power of 2 >= 8",
+        )
+        _check(self.n_train >= 0, "data.n_train", self.n_train, ">= 0")
+        _check(self.n_test >= 0, "data.n_test", self.n_test, ">= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    latent: int = 32  # Z, size of the Gaussian shape latent
+    beta: float = 1.0  # weight of the KL term
+    width: int = 32  # channels of the first encoder block, doubled per block
+    max_width: int = 256  # cap on the channels of any block
+    depth: int = 0  # strided blocks (0: log2(D) - 1, down to 2³)
+    norm: Literal["batch", "group", "none"] = "batch"  # normalization after each conv
+    recon: Literal["bce", "weighted_bce"] = "bce"  # Bernoulli, or Brock et al. 2016
+    gamma: float = 0.97  # weighted_bce: weight of occupied voxels (false negatives)
+    subpixel: bool = True  # last decoder layer as exact 3³ conv + 3D pixel shuffle
+
+    def __post_init__(self) -> None:
+        _check(self.latent >= 1, "model.latent", self.latent, ">= 1")
+        _check(self.beta >= 0, "model.beta", self.beta, ">= 0")
+        _check(self.width >= 1, "model.width", self.width, ">= 1")
+        _check(self.depth >= 0, "model.depth", self.depth, ">= 0")
+        _check(0 < self.gamma < 1, "model.gamma", self.gamma, "in (0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    mode: Mode = "single"  # single | augmented | search
+    epochs: int = 10  # passes over the training set
+    batch_size: int = 64  # samples per SGD step
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam weight decay
+    lr_schedule: Literal["constant", "cosine", "step"] = "cosine"  # per-epoch schedule
+    lr_step_epochs: int = 10  # step schedule: halve the rate every this many epochs
+    grad_clip: float = 10.0  # max gradient norm (0: off)
+    early_stopping: int = 0  # stop after this many epochs without test improvement (0: off)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype (fp16: CUDA only)
+    channels_last: bool = True  # channels_last_3d memory format
+    threads: int = 0  # torch CPU threads (0: leave as is)
+    eval_batch_size: int = 256  # batch size for test evaluation
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always)
+    progress: bool = True  # progress bar when output is a terminal
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
+        _check(self.lr > 0, "train.lr", self.lr, "> 0")
+        _check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, ">= 0")
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, ">= 1")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    group: Literal["O", "Oh"] = "O"  # candidate orientations
+    choice: Literal["hard", "soft"] = "hard"  # argmin, or the posterior-weighted bound
+    temperature: float = 1.0  # soft: final posterior temperature
+    temperature_start: float = 1.0  # soft: starting temperature (annealed to `temperature`)
+    warmup_epochs: int = 1  # epochs of augmented training before the search starts
+    sample: bool = False  # score with a sampled z instead of the encoder mean
+    precision: Literal["fp32", "bf16"] = "bf16"  # autocast dtype of the scoring pass
+    chunk: int = 256  # rows per batched scoring pass
+    top_k: int = 0  # soft: keep only the K best candidates (0: all)
+    cache: bool = False  # reuse each object's chosen canonical offset between refreshes
+    refresh_every: int = 1  # cache: epochs between full re-searches
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 0  # decides every random draw of a run
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
+# ----------------------------------------------------------------------------
+# Conversion and validation
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _valid_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for name, tp in _hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys += _valid_keys(tp, f"{prefix}{name}.")  # type: ignore[arg-type]
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert lists to tuples."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} does not have type {tp}")
+    if origin is tuple:
+        (item,) = typing.get_args(tp)[:1]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(key, v, item) for v in value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is type(None) and value is None:
+        return None
+    if (
+        not isinstance(tp, type)
+        or not isinstance(value, tp)
+        or (tp is int and isinstance(value, bool))
+    ):
+        raise ConfigError(f"{key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build the dataclass ``cls`` from a nested mapping, rejecting unknown keys."""
+    hints = _hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        bad = ", ".join(prefix + k for k in unknown)
+        valid = ", ".join(_valid_keys(cls, prefix))
+        raise ConfigError(f"unknown config key {bad}; valid keys: {valid}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{prefix}{name}: expected a table, got {value!r}")
+            kwargs[name] = from_dict(tp, value, f"{prefix}{name}.")  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _coerce(prefix + name, value, tp)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A nested dict of plain TOML-friendly values (tuples become lists)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out[f.name] = to_dict(v)
+        elif isinstance(v, tuple):
+            out[f.name] = list(v)
+        else:
+            out[f.name] = v
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override's value as TOML (``3``, ``1e-3``, ``true``, ``[1, 2]``), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """Apply dotted ``key=value`` overrides (a leading ``--`` is allowed)."""
+    data = to_dict(cfg)
+    for item in overrides:
+        text = item[2:] if item.startswith("--") else item
+        if "=" not in text:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = text.split("=", 1)
+        parts = key.split(".")
+        node: Any = data
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                valid = ", ".join(_valid_keys(Config))
+                raise ConfigError(f"unknown config key {key}; valid keys: {valid}")
+            node = node[p]
+        if parts[-1] not in node or isinstance(node[parts[-1]], dict):
+            valid = ", ".join(_valid_keys(Config))
+            raise ConfigError(f"unknown config key {key}; valid keys: {valid}")
+        node[parts[-1]] = _parse_value(raw)
+    return from_dict(Config, data)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a TOML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: config file not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{p}: not valid TOML: {err}") from None
+        try:
+            cfg = from_dict(Config, data)
+        except ConfigError as err:
+            raise ConfigError(f"{p}: {err}") from None
+    else:
+        cfg = Config()
+    return apply_overrides(cfg, overrides)
+
+
+def dumps(cfg: Config) -> str:
+    """The config as TOML text."""
+    return tomli_w.dumps(to_dict(cfg))
