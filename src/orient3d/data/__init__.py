@@ -2,6 +2,18 @@
 
 The common currency is :class:`VoxelSet`: a whole split held as tensors, so that
 training can index and rotate batches without a per-item Python loop.
+
+Entry points (everything cached on disk, see :mod:`orient3d.data.cache`)::
+
+    train, test = train_test("procedural", res=32, n_train=4000, n_test=1000, seed=0)
+    test = load_dataset("../shared/data/modelnet10_vox32/voxnet32_test.npz", 32, "test")
+    vs = generate(n, res, np.random.default_rng(seed))     # procedural, no cache
+    view = make_view(vs, "all")                            # single | all | random | subset
+
+Modules: :mod:`.procedural` and :mod:`.shapes` (built-in shapes), :mod:`.files`
+and :mod:`.binvox` (real files), :mod:`.arrays` (checks, resampling,
+stabilizers), :mod:`.sources` (sources and splits), :mod:`.views` (orientation
+views as torch Datasets), :mod:`.cache`.
 """
 
 from __future__ import annotations
@@ -67,3 +79,12 @@ class VoxelSet:
 
 
 __all__ = ["DataError", "VoxelSet"]
+
+
+# Imported last: these modules import VoxelSet from here.
+from orient3d.data.arrays import trivial_fraction  # noqa: E402
+from orient3d.data.procedural import CLASSES, generate  # noqa: E402
+from orient3d.data.sources import load_dataset, train_test  # noqa: E402
+from orient3d.data.views import make_view  # noqa: E402
+
+__all__ += ["CLASSES", "generate", "load_dataset", "make_view", "train_test", "trivial_fraction"]

@@ -1,0 +1,91 @@
+"""Read and write ``.binvox`` files (Patrick Min's binvox tool), dense format only.
+
+Layout: an ASCII header (``#binvox 1``, ``dim D D D``, optional ``translate`` and
+``scale`` lines, ``data``) followed by run-length pairs of bytes ``(value,
+count)``. The voxels are stored with y varying fastest, then z, then x; as in
+``binvox-rw-py`` we transpose them to our ``(x, y, z)`` axes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from orient3d.errors import DataError
+
+__all__ = ["read_binvox", "write_binvox"]
+
+
+def _header(buf: bytes, name: str) -> tuple[tuple[int, int, int], int]:
+    """Parse the header; return the dims and the offset of the run-length data."""
+    pos = 0
+    dims: tuple[int, int, int] | None = None
+    first = True
+    while True:
+        end = buf.find(b"\n", pos)
+        if end < 0:
+            raise DataError(f"{name}: binvox header has no 'data' line (truncated?)")
+        line = buf[pos:end].strip()
+        pos = end + 1
+        if first:
+            if not line.startswith(b"#binvox"):
+                raise DataError(f"{name}: not a binvox file (first line {line[:20]!r})")
+            first = False
+        elif line.startswith(b"dim"):
+            try:
+                d = tuple(int(v) for v in line.split()[1:])
+            except ValueError as err:
+                raise DataError(f"{name}: bad binvox dim line {line!r}") from err
+            if len(d) != 3 or min(d) < 1:
+                raise DataError(f"{name}: bad binvox dim line {line!r}")
+            dims = (d[0], d[1], d[2])
+        elif line == b"data":
+            break
+    if dims is None:
+        raise DataError(f"{name}: binvox header has no 'dim' line")
+    return dims, pos
+
+
+def read_binvox(path: str | Path) -> np.ndarray:
+    """One grid ``(X, Y, Z)`` uint8 in {0, 1}, axes x, y, z; DataError if malformed."""
+    name = str(path)
+    try:
+        buf = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(f"{name}: cannot read ({err.strerror})") from err
+    dims, pos = _header(buf, name)
+    raw = np.frombuffer(buf, dtype=np.uint8, offset=pos)
+    if raw.size % 2:
+        raise DataError(f"{name}: binvox data has an odd number of bytes (truncated?)")
+    values, counts = raw[0::2], raw[1::2].astype(np.int64)
+    total = int(np.prod(dims))
+    if int(counts.sum()) != total:
+        raise DataError(
+            f"{name}: binvox run lengths cover {int(counts.sum())} voxels, expected {total}"
+            " (truncated or corrupt)"
+        )
+    if (values > 1).any():
+        raise DataError(f"{name}: binvox values must be 0 or 1, found {int(values.max())}")
+    flat = np.repeat(values, counts)
+    return np.ascontiguousarray(flat.reshape(dims[0], dims[2], dims[1]).transpose(0, 2, 1))
+
+
+def write_binvox(grid: np.ndarray, path: str | Path) -> Path:
+    """Write one ``(X, Y, Z)`` binary grid as binvox (inverse of :func:`read_binvox`)."""
+    g = (np.asarray(grid) > 0).astype(np.uint8)
+    flat = g.transpose(0, 2, 1).reshape(-1)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    starts = np.concatenate([[0], change])
+    lengths = np.diff(np.concatenate([starts, [flat.size]]))
+    pairs = []
+    for s, n in zip(starts.tolist(), lengths.tolist()):
+        while n > 0:  # a count is one byte
+            k = min(n, 255)
+            pairs += [int(flat[s]), k]
+            n -= k
+    x, y, z = g.shape
+    head = f"#binvox 1\ndim {x} {y} {z}\ntranslate 0 0 0\nscale 1\ndata\n".encode()
+    out = Path(path)
+    out.write_bytes(head + bytes(pairs))
+    return out

@@ -1,0 +1,222 @@
+"""Real data files: voxel arrays, ``.binvox`` and meshes, one file or a folder.
+
+Formats (by extension):
+
+- ``.npy``: one grid ``(D, D, D)`` or a batch ``(N, D, D, D)``;
+- ``.npz``: key ``voxels`` (required), optional ``labels`` (int, ``(N,)``) and
+  ``class_names``;
+- ``.binvox``: dense binvox (see :mod:`orient3d.data.binvox`);
+- ``.off``, ``.obj``, ``.stl``: meshes, voxelized through trimesh as **solid**
+  (surface voxels, then enclosed holes filled), centred in the grid and scaled so
+  the largest side spans ``res - 2 * margin`` voxels, keeping the aspect ratio.
+
+Voxel values must be exactly 0 or 1 and no grid may be empty. Arrays whose side
+differs from the requested ``res`` are resampled (:func:`arrays.resample`: down
+by any-occupancy max-pooling, up by nearest neighbour).
+
+**voxnet frame.** The shared ``voxnet32_*`` files store axes ``(y, x, z)``
+relative to ModelNet's ``.off`` frame. ``swap_xy=None`` (the default) swaps
+axes x and y back for every array file whose name starts with ``voxnet32_``,
+so that everything loads in the ``.off`` frame (z up); ``True``/``False``
+forces the swap on or off.
+
+A folder is laid out like ModelNet, ``root/<class>/<split>/<file>``. Every bad
+file is collected and reported in one :class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from orient3d.data.arrays import check_grids, resample
+from orient3d.data.binvox import read_binvox
+from orient3d.errors import DataError
+
+__all__ = [
+    "ARRAY_EXTENSIONS",
+    "EXTENSIONS",
+    "MESH_EXTENSIONS",
+    "Loaded",
+    "find_files",
+    "load_file",
+    "load_files",
+    "voxelize_mesh",
+]
+
+log = logging.getLogger(__name__)
+
+MESH_EXTENSIONS = (".off", ".obj", ".stl")
+ARRAY_EXTENSIONS = (".npy", ".npz", ".binvox")
+EXTENSIONS = ARRAY_EXTENSIONS + MESH_EXTENSIONS
+VOXNET_PREFIX = "voxnet32_"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The objects of one or more files, before they become a VoxelSet."""
+
+    voxels: np.ndarray  # (N, res, res, res) uint8
+    labels: np.ndarray  # (N,) int64
+    class_names: tuple[str, ...]
+    ids: tuple[str, ...]
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
+    with np.load(path, allow_pickle=False) as z:
+        if "voxels" not in z.files:
+            raise DataError(f"{path}: .npz has no 'voxels' array (keys: {sorted(z.files)})")
+        vox = z["voxels"]
+        labels = z["labels"] if "labels" in z.files else None
+        names = tuple(str(c) for c in z["class_names"]) if "class_names" in z.files else None
+    return vox, labels, names
+
+
+def _check_labels(
+    path: Path, labels: np.ndarray | None, names: tuple[str, ...] | None, n: int
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    if labels is None:
+        return np.zeros(n, np.int64), names or (path.stem,)
+    lab = np.asarray(labels)
+    if lab.shape != (n,) or not np.issubdtype(lab.dtype, np.integer):
+        raise DataError(f"{path}: 'labels' must be {n} integers, got {lab.dtype} {lab.shape}")
+    if n and lab.min() < 0:
+        raise DataError(f"{path}: negative labels")
+    if names is None:
+        names = tuple(f"class_{k}" for k in range(int(lab.max()) + 1))
+    if n and lab.max() >= len(names):
+        raise DataError(f"{path}: label {int(lab.max())} has no entry in class_names")
+    return lab.astype(np.int64), names
+
+
+def _place_centred(m: np.ndarray, res: int) -> np.ndarray:
+    out = np.zeros((res, res, res), np.uint8)
+    src, dst = [], []
+    for s in m.shape:
+        n = min(s, res)
+        a = (s - n) // 2
+        b = (res - n) // 2
+        src.append(slice(a, a + n))
+        dst.append(slice(b, b + n))
+    out[tuple(dst)] = m[tuple(src)]
+    return out
+
+
+def voxelize_mesh(path: str | Path, res: int, margin: int = 1) -> np.ndarray:
+    """A mesh file as one solid ``(res, res, res)`` grid, centred, aspect kept."""
+    import trimesh
+
+    name = str(path)
+    try:
+        mesh = trimesh.load(str(path), force="mesh")
+    except Exception as err:  # trimesh raises many kinds on bad input
+        raise DataError(f"{name}: trimesh cannot read this mesh ({err})") from err
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise DataError(f"{name}: no triangles in this mesh (empty or unreadable)")
+    extent = float(np.max(mesh.extents))
+    if not np.isfinite(mesh.vertices).all() or extent <= 0:
+        raise DataError(f"{name}: mesh has non-finite or degenerate vertices")
+    n = res - 2 * margin
+    mesh = mesh.copy()
+    # min corner at the origin: trimesh's lattice has a voxel centre at every
+    # integer, so a side scaled to n - 1 covers exactly n voxels
+    mesh.apply_translation(-mesh.bounds[0])
+    mesh.apply_scale((n - 1) / extent)
+    try:
+        grid = mesh.voxelized(pitch=1.0).fill().matrix
+    except Exception as err:
+        raise DataError(f"{name}: voxelization failed ({err})") from err
+    return _place_centred(np.asarray(grid, dtype=np.uint8), res)
+
+
+def _raw(path: Path, res: int) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
+    ext = path.suffix.lower()
+    if ext == ".npy":
+        return _load_npy(path), None, None
+    if ext == ".npz":
+        return _load_npz(path)
+    if ext == ".binvox":
+        return read_binvox(path), None, None
+    if ext in MESH_EXTENSIONS:
+        return voxelize_mesh(path, res), None, None
+    raise DataError(f"{path}: unknown extension {ext!r}; known: {', '.join(EXTENSIONS)}")
+
+
+def load_file(path: str | Path, res: int, swap_xy: bool | None = None) -> Loaded:
+    """Load every grid of one file at ``res³`` (see the module docstring)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        raw, labels, names = _raw(p, res)
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as err:
+        raise DataError(f"{p}: unreadable or corrupt {p.suffix} file ({err})") from err
+    vox = check_grids(raw, str(p))
+    swap = p.name.startswith(VOXNET_PREFIX) if swap_xy is None else swap_xy
+    if swap and p.suffix.lower() in ARRAY_EXTENSIONS:
+        vox = np.ascontiguousarray(vox.swapaxes(1, 2))
+    vox = resample(vox, res)
+    lab, class_names = _check_labels(p, labels, names, len(vox))
+    ids = (p.stem,) if len(vox) == 1 else tuple(f"{p.stem}#{k}" for k in range(len(vox)))
+    return Loaded(vox, lab, class_names, ids)
+
+
+def find_files(root: Path, split: str | None) -> list[tuple[str, Path]]:
+    """``(class, file)`` pairs under ``root/<class>/<split>/`` (all splits if None)."""
+    out: list[tuple[str, Path]] = []
+    for cls_dir in sorted(d for d in root.iterdir() if d.is_dir()):
+        base = cls_dir / split if split is not None else cls_dir
+        if not base.is_dir():
+            continue
+        for f in sorted(base.rglob("*")):
+            if not f.is_file():
+                continue
+            if f.suffix.lower() in EXTENSIONS:
+                out.append((cls_dir.name, f))
+            else:
+                log.warning("skipping %s: unknown extension", f)
+    return out
+
+
+def load_files(items: list[tuple[str, Path]], res: int, swap_xy: bool | None = None) -> Loaded:
+    """Load ``(class, file)`` pairs; labels follow the sorted class names.
+
+    Every failing file is collected; one DataError lists them all.
+    """
+    if not items:
+        raise DataError("no data files found")
+    class_names = tuple(sorted({c for c, _ in items}))
+    parts: list[Loaded] = []
+    labels: list[np.ndarray] = []
+    errors: list[str] = []
+    for k, (cls, f) in enumerate(items):
+        if k and k % 200 == 0:
+            log.info("loaded %d of %d files", k, len(items))
+        try:
+            part = load_file(f, res, swap_xy)
+        except DataError as err:
+            errors.append(str(err))
+            continue
+        parts.append(part)
+        labels.append(np.full(len(part.voxels), class_names.index(cls), np.int64))
+    if errors:
+        raise DataError(f"{len(errors)} bad file(s):\n  " + "\n  ".join(errors))
+    ids = [
+        f"{c}/{i}" if f.parent.name == c else f"{c}/{f.parent.name}/{i}"
+        for (c, f), part in zip(items, parts)
+        for i in part.ids
+    ]
+    return Loaded(
+        np.concatenate([p.voxels for p in parts]), np.concatenate(labels), class_names, tuple(ids)
+    )
