@@ -1,0 +1,106 @@
+"""Train a VAE on voxel grids and write a run folder.
+
+  orient3d train CONFIG --out RUN [--key=value ...]   e.g. --train.epochs=3
+  orient3d train --out RUN                             the built-in defaults
+  orient3d train --resume RUN                          continue a killed run
+
+CONFIG is a TOML file (configs/single.toml, configs/augmented.toml); dotted
+overrides apply on top of it. RUN receives config.toml, meta.json,
+metrics.jsonl (one line per epoch), results.json, checkpoints/ and tb/. A
+non-empty RUN is refused unless --force. A resumed run reaches exactly the
+metrics of an uninterrupted one (on the same machine and threads); overrides on
+resume may only change train.threads, train.progress and train.eval_batch_size.
+Progress bars show on a terminal unless --train.progress=false.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from orient3d import runs
+from orient3d.config import apply_overrides, load_config
+from orient3d.devices import tune_allocator
+from orient3d.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="TOML config file (default: built-in defaults)")
+    parser.add_argument("--out", metavar="RUN", help="run folder to create")
+    parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite the run files of a non-empty --out"
+    )
+    # Unknown ``--key=value`` arguments are collected as overrides by orient3d.cli.main.
+    parser.set_defaults(overrides=[], _accepts_overrides=True)
+
+
+class TqdmProgress:
+    """A progress bar per epoch with the loss and samples/s (the CLI's only)."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, epoch: int, step: int, steps: int, loss: float, speed: float) -> None:
+        from tqdm import tqdm
+
+        if step == 1:
+            self.close()
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="step", leave=False)
+        self.bar.set_postfix(loss=f"{loss:.1f}", samples_s=f"{speed:.0f}", refresh=False)
+        self.bar.update(1)
+        if step == steps:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed (rebuilt from ``args``: ``main`` may be called with any argv)."""
+    words = ["orient3d", "train"]
+    words += [args.config] if args.config else []
+    words += ["--out", args.out] if args.out else []
+    words += ["--resume", args.resume] if args.resume else []
+    words += ["--force"] if args.force else []
+    return " ".join(map(shlex.quote, [*words, *args.overrides]))
+
+
+def main(args: argparse.Namespace) -> int:
+    from orient3d.train import train
+
+    tune_allocator()
+    if args.resume:
+        if args.config or args.out not in (None, args.resume):
+            raise ConfigError("--resume RUN takes no CONFIG and no other --out")
+        out = Path(args.resume)
+        cfg = apply_overrides(runs.read_run_config(out), args.overrides)
+    else:
+        if not args.out:
+            raise ConfigError("--out RUN is required (or --resume RUN)")
+        out = Path(args.out)
+        cfg = load_config(args.config, args.overrides)
+    command = _command_line(args)
+    bar = TqdmProgress() if cfg.train.progress and sys.stderr.isatty() else None
+    try:
+        result = train(
+            cfg, out, resume=bool(args.resume), command=command, force=args.force, progress=bar
+        )
+    except KeyboardInterrupt:
+        log.warning("stopped; continue with: orient3d train --resume %s", shlex.quote(str(out)))
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    keys = ("test_mse", "test_iou", "test_bce", "test_neg_elbo")
+    print(f"{out}: {result['protocol']}, best epoch {result['best_epoch']}/{result['epochs_run']}")
+    print("  ".join(f"{k} {result[k]:.5g}" for k in keys))
+    return 0

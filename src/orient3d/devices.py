@@ -1,0 +1,136 @@
+"""Device, precision, threads and allocator settings shared by training and evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import sys
+from collections.abc import Callable
+
+import torch
+
+from orient3d.errors import ConfigError
+
+__all__ = [
+    "autocast",
+    "check_precision",
+    "native_bf16",
+    "resolve_device",
+    "resolve_precision",
+    "set_threads",
+    "tune_allocator",
+]
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+_AUTO: tuple[tuple[str, Callable[[], bool]], ...] = (
+    ("cuda", torch.cuda.is_available),
+    ("mps", _mps_available),
+    ("cpu", lambda: True),
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    if name == "auto":
+        return torch.device(next(dev for dev, ok in _AUTO if ok()))
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device: {name!r} is not a device (auto, cpu, cuda, mps)"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"train.device: {name!r} requested but only "
+                f"{torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    elif device.type == "mps" and not _mps_available():
+        raise ConfigError(f"train.device: {name!r} requested but MPS is not available")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"train.device: {name!r} is not supported (auto, cpu, cuda, mps)")
+    return device
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively (CUDA with bf16; a CPU with
+    AVX512-BF16 or AMX). Without it, CPU bf16 autocast is emulated and slower."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``auto`` is bf16 where :func:`native_bf16`, else fp32; others are returned as is."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """fp16 needs a GradScaler and is only supported on CUDA."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"train.precision: fp16 is supported on CUDA only, not on {device.type}; "
+            "use bf16 (CPUs with native bf16, recent GPUs) or fp32"
+        )
+    if precision not in ("auto", "fp32", *_DTYPES):
+        raise ConfigError(f"train.precision: {precision!r} is not one of auto, fp32, bf16, fp16")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
+    """The autocast context of ``precision`` on ``device`` (a no-op for fp32)."""
+    precision = resolve_precision(device, precision)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    check_precision(device, precision)
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+def set_threads(n: int) -> None:
+    """Set torch's intra-op CPU threads (0 leaves them as they are)."""
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory in glibc's heap instead of unmapping it (PERFORMANCE.md, lever 1).
+
+    The same as starting with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``:
+    large tensors stop being mapped and unmapped on every step (millions of page
+    faults at 32³). Returns whether it was applied (glibc on Linux only).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2147483647))
+    log.debug("allocator tuning %s", "applied" if ok else "failed")
+    return ok

@@ -1,0 +1,415 @@
+"""One training loop for every mode; checkpoints, resume and the run folder.
+
+The loop (:func:`fit`) reads top to bottom: each epoch draws a seeded permutation
+of the training objects, cuts it into batches of the whole uint8 tensor, turns
+each sample by a fresh random element ``g`` of O when the mode asks for it, lets
+the mode prepare the grids the loss is computed on, takes an Adam step, then
+evaluates on the test split, logs one line of ``metrics.jsonl`` and checkpoints.
+Every draw comes from two generators seeded from ``cfg.seed`` (one for batch
+order and rotations, one on the device for ``z``), saved in each checkpoint, so
+``--resume`` reaches exactly the metrics of an uninterrupted run.
+
+Modes follow the :class:`Mode` protocol and are looked up in :data:`MODES`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from orient3d import __version__, groups, runs
+from orient3d.config import Config, TrainConfig, to_dict
+from orient3d.data import VoxelSet
+from orient3d.devices import (
+    autocast,
+    check_precision,
+    resolve_device,
+    resolve_precision,
+    set_threads,
+)
+from orient3d.errors import DataError, RunError
+from orient3d.evaluate import DEFAULT_PROTOCOL, evaluate, load_run, summary
+from orient3d.model import VAE
+from orient3d.modes import MODES, AugmentedMode, Mode, Prepared, SingleMode, get_mode
+
+__all__ = [
+    "MODES",
+    "AugmentedMode",
+    "Mode",
+    "Prepared",
+    "SingleMode",
+    "TrainingDiverged",
+    "evaluate",
+    "fit",
+    "get_mode",
+    "load_data",
+    "load_run",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, int, float, float], None]  # epoch, step, steps, loss, samples/s
+
+
+class TrainingDiverged(RunError):
+    """The loss or the gradient became NaN or infinite; the last good checkpoint is kept."""
+
+
+# ----------------------------------------------------------------------------
+# Training state: everything a checkpoint holds
+
+
+_SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrainConfig], Any]] = {
+    "constant": lambda opt, t: torch.optim.lr_scheduler.LambdaLR(opt, _constant),
+    "cosine": lambda opt, t: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs),
+    "step": lambda opt, t: torch.optim.lr_scheduler.StepLR(opt, t.lr_step_epochs, gamma=0.5),
+}
+
+
+def _constant(epoch: int) -> float:
+    return 1.0
+
+
+@dataclass
+class _State:
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    mode: Mode
+    data_gen: torch.Generator  # CPU: batch order, rotations, the mode's draws
+    noise_gen: torch.Generator  # on the device: z ~ q(z|x)
+    epoch: int = 0  # epochs completed
+    best: float = math.inf  # best test neg ELBO so far
+    best_epoch: int = 0
+    stale: int = 0  # epochs since the best
+    stopped: bool = False  # early stopping ended the run
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "mode": self.mode.state_dict(),
+            "data_gen": self.data_gen.get_state(),
+            "noise_gen": self.noise_gen.get_state(),
+            "epoch": self.epoch,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "stale": self.stale,
+            "stopped": self.stopped,
+            **self.extra,
+        }
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.model.load_state_dict(s["model"])
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.scheduler.load_state_dict(s["scheduler"])
+        self.scaler.load_state_dict(s["scaler"])
+        self.mode.load_state_dict(s["mode"])
+        self.data_gen.set_state(s["data_gen"].cpu())
+        self.noise_gen.set_state(s["noise_gen"].cpu())
+        self.epoch, self.best, self.best_epoch = s["epoch"], s["best"], s["best_epoch"]
+        self.stale, self.stopped = s["stale"], s["stopped"]
+
+
+def _build_state(cfg: Config, train_set: VoxelSet, device: torch.device) -> _State:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = VAE(cfg.model, cfg.data.res)
+    model.to(device)
+    if cfg.train.channels_last:
+        model.use_channels_last()
+    t = cfg.train
+    # foreach: one kernel per op over all parameters (CPU defaults to a Python loop)
+    foreach = True if device.type == "cpu" else None
+    opt = torch.optim.Adam(
+        model.parameters(), lr=t.lr, weight_decay=t.weight_decay, foreach=foreach
+    )
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    return _State(
+        model=model,
+        optimizer=opt,
+        scheduler=_SCHEDULES[t.lr_schedule](opt, t),
+        scaler=torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"),
+        mode=get_mode(t.mode)(cfg, train_set, data_gen),
+        data_gen=data_gen,
+        noise_gen=noise_gen,
+        extra={"config": to_dict(cfg), "version": __version__},
+    )
+
+
+# ----------------------------------------------------------------------------
+# The loop
+
+
+def _diverged(what: str, epoch: int, step: int, out: Path, st: _State) -> TrainingDiverged:
+    kept = f"the last good checkpoint (epoch {st.epoch}) is kept in {out / runs.CHECKPOINTS}"
+    return TrainingDiverged(
+        f"{what} is not finite at epoch {epoch}, step {step}; {kept}. "
+        "Try a lower train.lr, train.grad_clip > 0 or train.precision=fp32"
+    )
+
+
+def _step(st: _State, cfg: Config, x: Tensor, idx: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
+    """One SGD step on the uint8 batch ``x`` (B, D, D, D); returns (loss, grad norm)."""
+    group, t = groups.cube_group(), cfg.train
+    b = x.shape[0]
+    g = torch.zeros(b, dtype=torch.long)
+    if st.mode.rotate_inputs:
+        g = torch.randint(len(group), (b,), generator=st.data_gen)
+        x = groups.rotate(x, group, g)
+    x_shown = x.float()  # (B, D, D, D)
+    prep = st.mode.prepare(st.model, x_shown, g.to(x.device), idx, epoch)
+    with autocast(x.device, t.precision):
+        out = st.model(prep.x, generator=st.noise_gen)
+    w = prep.weight
+    loss = out.neg_elbo.mean() if w is None else (w * out.neg_elbo).sum() / b
+    st.optimizer.zero_grad(set_to_none=True)
+    st.scaler.scale(loss).backward()
+    st.scaler.unscale_(st.optimizer)
+    params = [p for p in st.model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([typing.cast(Tensor, p.grad) for p in params])
+    if t.grad_clip > 0 and bool(norm > t.grad_clip):  # (clip_grad_norm_ always rescales)
+        torch.nn.utils.clip_grads_with_norm_(params, t.grad_clip, norm)
+    st.scaler.step(st.optimizer)
+    st.scaler.update()
+    return loss.detach(), norm.detach()
+
+
+def _train_epoch(
+    st: _State, cfg: Config, voxels: Tensor, epoch: int, out: Path, progress: Progress | None
+) -> tuple[float, float, float]:
+    """One pass over the training set; returns (mean loss, samples/s, mean gradient norm)."""
+    st.model.train()
+    st.mode.start_epoch(st.model, epoch)
+    n, bs = voxels.shape[0], cfg.train.batch_size
+    steps = math.ceil(n / bs)
+    perm = torch.randperm(n, generator=st.data_gen)
+    total, norms, t0 = 0.0, 0.0, time.perf_counter()
+    for step in range(1, steps + 1):
+        idx = perm[(step - 1) * bs : step * bs]
+        loss, norm = _step(st, cfg, voxels[idx.to(voxels.device)], idx, epoch)
+        value = float(loss)
+        if not math.isfinite(value):
+            raise _diverged("the loss", epoch, step, out, st)
+        norm_value = float(norm)
+        if not math.isfinite(norm_value):
+            if cfg.train.precision != "fp16":  # fp16: the GradScaler skips such steps
+                raise _diverged("the gradient norm", epoch, step, out, st)
+            norm_value = 0.0
+        total += value * len(idx)
+        norms += norm_value
+        if progress is not None:
+            progress(epoch, step, steps, value, step * bs / (time.perf_counter() - t0))
+    return total / n, n / (time.perf_counter() - t0), norms / steps
+
+
+def _end_epoch(
+    st: _State, cfg: Config, test_set: VoxelSet, epoch: int, loss: float, speed: float
+) -> dict[str, Any]:
+    """Evaluate, step the schedule and the early-stopping counter; the metrics record."""
+    extras = st.mode.end_epoch(epoch)
+    protocol = DEFAULT_PROTOCOL[cfg.train.mode]
+    ev = summary(
+        evaluate(st.model, test_set, cfg, protocol=protocol, canonicalize=st.mode.canonicalize)
+    )
+    lr = st.optimizer.param_groups[0]["lr"]
+    st.scheduler.step()
+    st.epoch = epoch
+    if ev["test_neg_elbo"] < st.best:
+        st.best, st.best_epoch, st.stale = ev["test_neg_elbo"], epoch, 0
+    else:
+        st.stale += 1
+    patience = cfg.train.early_stopping
+    st.stopped = patience > 0 and st.stale >= patience
+    keys = ("test_mse", "test_iou", "test_bce", "test_tpr", "test_tnr", "test_neg_elbo")
+    record: dict[str, Any] = {"epoch": epoch, "train_loss": loss}
+    record.update({k: ev[k] for k in keys})
+    record.update(lr=lr, samples_per_s=speed, **extras)
+    return record
+
+
+def _save(st: _State, cfg: Config, out: Path, epoch: int) -> None:
+    state = st.state_dict()
+    if st.best_epoch == epoch:
+        runs.save_checkpoint(runs.checkpoint_path(out, "best"), state)
+    if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs or st.stopped:
+        runs.save_checkpoint(runs.checkpoint_path(out, "last"), state)
+
+
+def _open_run(
+    st: _State,
+    cfg: Config,
+    out: Path,
+    device: torch.device,
+    resume: bool,
+    force: bool,
+    command: str | None,
+) -> None:
+    """Start the run folder, or restore ``st`` from its last checkpoint."""
+    if not resume:
+        meta = runs.make_meta(command, str(device))
+        meta["precision"] = resolve_precision(device, cfg.train.precision)
+        runs.prepare_new_run(out, cfg, meta, force)
+        return
+    runs.check_same_config(runs.read_run_config(out), cfg)
+    last = runs.checkpoint_path(out, "last")
+    if last.exists():
+        st.load_state_dict(runs.load_checkpoint(last, device))
+    runs.truncate_jsonl(out / runs.METRICS, st.epoch)
+    meta = runs.read_json(out / runs.META)
+    meta.setdefault("resumed", []).append(
+        {"time": runs.now(), "epoch": st.epoch, "command": command}
+    )
+    runs.write_json(out / runs.META, meta)
+    log.info("resuming %s after epoch %d", out, st.epoch)
+
+
+def _describe(cfg: Config, device: torch.device, train_set: VoxelSet, test_set: VoxelSet) -> str:
+    precision = resolve_precision(device, cfg.train.precision)
+    return (
+        f"mode {cfg.train.mode} on {device} ({precision}), {len(train_set)} training / "
+        f"{len(test_set)} test objects at {cfg.data.res}³"
+    )
+
+
+def _check_data(cfg: Config, train_set: VoxelSet, test_set: VoxelSet) -> None:
+    for name, vs in (("training", train_set), ("test", test_set)):
+        if len(vs) == 0:
+            raise DataError(f"{vs.source}: the {name} set is empty")
+        if vs.res != cfg.data.res:
+            raise DataError(f"{vs.source}: {name} grids are {vs.res}³, data.res is {cfg.data.res}")
+
+
+def fit(
+    cfg: Config,
+    train_set: VoxelSet,
+    test_set: VoxelSet,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train on ``train_set``, evaluate on ``test_set`` each epoch, write the run ``out``.
+
+    ``resume`` continues from ``out``'s last checkpoint (same config, up to the
+    runtime keys in ``runs.RUNTIME_KEYS``); ``force`` overwrites a non-empty
+    ``out``. ``progress(epoch, step, steps, loss, samples_per_s)`` is called
+    after every step. Returns results.json's dict. Raises
+    :class:`TrainingDiverged` on a NaN/inf loss or gradient.
+    """
+    out = Path(out)
+    device = resolve_device(cfg.train.device)
+    check_precision(device, cfg.train.precision)
+    set_threads(cfg.train.threads)
+    _check_data(cfg, train_set, test_set)
+    st = _build_state(cfg, train_set, device)
+    _open_run(st, cfg, out, device, resume, force, command)
+    log.info("%s: %s", out, _describe(cfg, device, train_set, test_set))
+    voxels = train_set.voxels.to(device)  # (N, D, D, D) uint8, indexed per batch
+    writer = runs.Scalars(out, st.epoch)
+    try:
+        while st.epoch < cfg.train.epochs and not st.stopped:
+            epoch, t0 = st.epoch + 1, time.perf_counter()
+            loss, speed, norm = _train_epoch(st, cfg, voxels, epoch, out, progress)
+            record = _end_epoch(st, cfg, test_set, epoch, loss, speed)
+            record["grad_norm"] = norm  # mean before clipping
+            record["seconds"] = time.perf_counter() - t0
+            runs.append_jsonl(out / runs.METRICS, record)
+            _save(st, cfg, out, epoch)
+            _log_epoch(cfg, record, writer)
+    finally:
+        writer.close()
+    return _finish(st, cfg, test_set, out, device)
+
+
+def _log_epoch(cfg: Config, record: dict[str, Any], writer: runs.Scalars) -> None:
+    log.info(
+        "epoch %(epoch)d/%(epochs)d  train %(train_loss).2f  test neg ELBO %(test_neg_elbo).2f  "
+        "mse %(test_mse).5f  iou %(test_iou).3f  (%(seconds).1f s, %(samples_per_s).0f samples/s)",
+        {**record, "epochs": cfg.train.epochs},
+    )
+    writer.add(record)
+
+
+def _finish(
+    st: _State, cfg: Config, test_set: VoxelSet, out: Path, device: torch.device
+) -> dict[str, Any]:
+    """Evaluate the best checkpoint and write results.json."""
+    best = runs.checkpoint_path(out, "best")
+    if best.exists():
+        st.model.load_state_dict(runs.load_checkpoint(best, device)["model"])
+    result = evaluate(
+        st.model,
+        test_set,
+        cfg,
+        protocol=DEFAULT_PROTOCOL[cfg.train.mode],
+        canonicalize=st.mode.canonicalize,
+    )
+    records = runs.read_jsonl(out / runs.METRICS)
+    result.update(
+        mode=cfg.train.mode,
+        epochs_run=st.epoch,
+        best_epoch=st.best_epoch,
+        checkpoint="best" if best.exists() else "last",
+        early_stopped=st.stopped,
+        seconds_total=sum(float(r["seconds"]) for r in records),
+    )
+    runs.write_json(out / runs.RESULTS, result)
+    log.info("results: test mse %.5f  iou %.3f  (%s)", result["test_mse"], result["test_iou"], out)
+    return result
+
+
+def load_data(cfg: Config) -> tuple[VoxelSet, VoxelSet]:
+    """The training and test sets of ``cfg.data`` (``orient3d.data.train_test``)."""
+    from orient3d.data import train_test
+
+    d = cfg.data
+    return train_test(
+        d.source,
+        d.res,
+        n_train=d.n_train or None,  # 0: all available
+        n_test=d.n_test or None,
+        seed=cfg.seed,
+        cache_dir=d.cache_dir or None,
+        classes=list(d.classes) or None,
+    )
+
+
+def train(
+    cfg: Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    command: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Load ``cfg.data`` and run (or resume) :func:`fit`; returns results.json's dict."""
+    train_set, test_set = load_data(cfg)
+    return fit(
+        cfg,
+        train_set,
+        test_set,
+        out,
+        resume=resume,
+        force=force,
+        command=command,
+        progress=progress,
+    )

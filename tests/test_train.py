@@ -1,0 +1,295 @@
+"""The training loop: run folder, determinism, resume, divergence, modes, evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+
+from orient3d import groups, model, runs, train
+from orient3d.devices import native_bf16, resolve_device, resolve_precision, tune_allocator
+from orient3d.errors import ConfigError, RunError
+from orient3d.evaluate import eval_rotations, evaluate, load_run
+from orient3d.train import Prepared, SingleMode, TrainingDiverged, fit
+from train_helpers import tiny_config, tiny_data
+
+TIMING = ("seconds", "samples_per_s")
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads() -> Iterator[None]:
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def values(run: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl without the timing fields."""
+    return [
+        {k: v for k, v in r.items() if k not in TIMING}
+        for r in runs.read_jsonl(run / "metrics.jsonl")
+    ]
+
+
+def test_fit_writes_the_run_folder(tmp_path: Path) -> None:
+    cfg = tiny_config('train.mode="augmented"')
+    result = fit(cfg, *tiny_data(cfg), tmp_path / "run", command="test")
+    run = tmp_path / "run"
+    assert runs.read_run_config(run) == cfg
+    assert runs.read_json(run / "meta.json")["command"] == "test"
+    records = runs.read_jsonl(run / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2]
+    keys = ("train_loss", "test_mse", "test_iou", "test_bce", "test_neg_elbo", "lr", "grad_norm")
+    for key in (*keys, *TIMING):
+        assert all(math.isfinite(r[key]) for r in records), key
+    assert records[1]["lr"] < records[0]["lr"]  # cosine
+    saved = json.loads((run / "results.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    for key in ("test_mse", "test_iou", "test_bce", "test_tpr", "test_tnr", "test_neg_elbo"):
+        assert saved[key] >= 0 or key == "test_neg_elbo"
+    assert saved["protocol"] == "rotated" and saved["epochs_run"] == 2
+    assert len(saved["per_object"]["mse"]) == len(saved["per_object"]["iou"]) == 8
+    assert (run / "checkpoints" / "last.pt").exists() and (run / "checkpoints" / "best.pt").exists()
+    assert any((run / "tb").iterdir())
+    state = runs.load_checkpoint(run / "checkpoints" / "last.pt")
+    want = {"model", "optimizer", "scheduler", "scaler", "epoch", "data_gen", "noise_gen", "mode"}
+    assert want <= set(state) and state["epoch"] == 2
+    assert runs.read_json(run / "meta.json")["precision"] in ("fp32", "bf16")
+
+
+def test_same_seed_same_numbers(tmp_path: Path) -> None:
+    cfg = tiny_config('train.mode="augmented"')
+    fit(cfg, *tiny_data(cfg), tmp_path / "a")
+    fit(cfg, *tiny_data(cfg), tmp_path / "b")
+    assert values(tmp_path / "a") == values(tmp_path / "b")
+    other = tiny_config('train.mode="augmented"', "seed=1")
+    fit(other, *tiny_data(cfg), tmp_path / "c")
+    assert values(tmp_path / "a") != values(tmp_path / "c")
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, every: int) -> None:
+    cfg = tiny_config(
+        'train.mode="augmented"',
+        "train.epochs=3",
+        'train.lr_schedule="step"',
+        "train.lr_step_epochs=1",
+        f"train.checkpoint_every={every}",
+    )
+    data = tiny_data(cfg)
+    fit(cfg, *data, tmp_path / "full")
+
+    def stop(epoch: int, step: int, steps: int, loss: float, speed: float) -> None:
+        if epoch == 2 and step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, *data, tmp_path / "cut", progress=stop)
+    assert len(runs.read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 1
+    runs.append_jsonl(tmp_path / "cut" / "metrics.jsonl", {"epoch": 2, "stale": True})
+    fit(cfg, *data, tmp_path / "cut", resume=True)
+    assert values(tmp_path / "cut") == values(tmp_path / "full")
+    a = runs.read_json(tmp_path / "cut" / "results.json")
+    b = runs.read_json(tmp_path / "full" / "results.json")
+    assert a["per_object"] == b["per_object"] and a["epochs_run"] == 3
+    assert len(runs.read_json(tmp_path / "cut" / "meta.json")["resumed"]) == 1
+    assert runs.load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 3
+
+
+def test_resume_of_a_missing_run_is_an_error(tmp_path: Path) -> None:
+    cfg = tiny_config()
+    with pytest.raises(RunError, match="not a run folder"):
+        fit(cfg, *tiny_data(cfg), tmp_path / "nothing", resume=True)
+
+
+def test_resume_refuses_a_changed_config(tmp_path: Path) -> None:
+    cfg = tiny_config("train.epochs=1")
+    fit(cfg, *tiny_data(cfg), tmp_path / "run")
+    with pytest.raises(RunError, match=r"model\.latent"):
+        fit(
+            tiny_config("train.epochs=1", "model.latent=3"),
+            *tiny_data(cfg),
+            tmp_path / "run",
+            resume=True,
+        )
+    fit(
+        tiny_config("train.epochs=1", "train.threads=2"),
+        *tiny_data(cfg),
+        tmp_path / "run",
+        resume=True,
+    )
+
+
+def test_non_empty_folder_is_refused_unless_forced(tmp_path: Path) -> None:
+    cfg = tiny_config("train.epochs=1")
+    data = tiny_data(cfg)
+    fit(cfg, *data, tmp_path)
+    with pytest.raises(RunError, match="not empty"):
+        fit(cfg, *data, tmp_path)
+    fit(cfg, *data, tmp_path, force=True)
+    assert len(runs.read_jsonl(tmp_path / "metrics.jsonl")) == 1
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config("train.epochs=3")
+    calls = {"n": 0}
+    real = model.recon_loss
+
+    def poisoned(*args: Any, **kwargs: Any) -> torch.Tensor:
+        out = real(*args, **kwargs)
+        if out.requires_grad:  # training steps only: 3 per epoch
+            calls["n"] += 1
+            if calls["n"] == 5:  # epoch 2, step 2
+                return out * float("nan")
+        return out
+
+    monkeypatch.setattr(model, "recon_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 2") as err:
+        fit(cfg, *tiny_data(cfg), tmp_path)
+    assert "epoch 1" in str(err.value) and isinstance(err.value, RunError)
+    state = runs.load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_fp16_on_cpu_is_a_config_error(tmp_path: Path) -> None:
+    cfg = tiny_config('train.precision="fp16"', 'train.device="cpu"')
+    with pytest.raises(ConfigError, match="fp16"):
+        fit(cfg, *tiny_data(cfg), tmp_path)
+
+
+def test_bf16_and_contiguous_training_run(tmp_path: Path) -> None:
+    cfg = tiny_config('train.precision="bf16"', "train.channels_last=false", "train.epochs=1")
+    result = fit(cfg, *tiny_data(cfg), tmp_path)
+    assert math.isfinite(result["test_neg_elbo"])
+
+
+class RecordingMode(SingleMode):
+    """Augmented, recording what the loop shows it; weights two copies of each row by 1/2."""
+
+    rotate_inputs = True
+    seen: ClassVar[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
+
+    def prepare(
+        self, m: Any, x_shown: torch.Tensor, g: torch.Tensor, idx: torch.Tensor, epoch: int
+    ) -> Prepared:
+        self.seen.append((x_shown.clone(), g.clone(), idx.clone()))
+        x = x_shown.repeat(2, 1, 1, 1)
+        return Prepared(x, torch.full((x.shape[0],), 0.5), None)
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        return {"rows_seen": sum(len(s[2]) for s in self.seen)}
+
+
+def test_modes_see_rotated_batches_and_extras_are_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(train.MODES, "augmented", RecordingMode)
+    RecordingMode.seen = []
+    cfg = tiny_config('train.mode="augmented"', "train.epochs=1")
+    train_set, test_set = tiny_data(cfg)
+    fit(cfg, train_set, test_set, tmp_path)
+    group = groups.cube_group()
+    idx_all = torch.cat([s[2] for s in RecordingMode.seen])
+    assert sorted(idx_all.tolist()) == list(range(len(train_set)))  # a permutation
+    for x_shown, g, idx in RecordingMode.seen:
+        want = groups.rotate(train_set.voxels[idx], group, g).float()
+        assert torch.equal(x_shown, want)
+    assert len(torch.unique(torch.cat([s[1] for s in RecordingMode.seen]))) > 1
+    assert runs.read_jsonl(tmp_path / "metrics.jsonl")[0]["rows_seen"] == len(train_set)
+
+
+def test_unknown_mode_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="nope"):
+        train.get_mode("nope")
+
+
+@pytest.mark.parametrize(
+    ("schedule", "want"), [("constant", [1e-3] * 3), ("step", [1e-3, 5e-4, 5e-4])]
+)
+def test_lr_schedules(tmp_path: Path, schedule: str, want: list[float]) -> None:
+    cfg = tiny_config(
+        f'train.lr_schedule="{schedule}"',
+        "train.lr_step_epochs=1",
+        "train.epochs=3",
+        "data.n_train=8",
+    )
+    fit(cfg, *tiny_data(cfg), tmp_path)
+    lrs = [r["lr"] for r in runs.read_jsonl(tmp_path / "metrics.jsonl")]
+    assert lrs[: 2 if schedule == "step" else 3] == pytest.approx(
+        want[: 2 if schedule == "step" else 3]
+    )
+
+
+def test_early_stopping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    real = train.evaluate
+
+    def worse_each_epoch(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        out["test_neg_elbo"] = 100.0 + calls["n"]
+        return out
+
+    monkeypatch.setattr(train, "evaluate", worse_each_epoch)
+    cfg = tiny_config("train.epochs=6", "train.early_stopping=2", "data.n_train=8")
+    result = fit(cfg, *tiny_data(cfg), tmp_path)
+    assert result["epochs_run"] == 3 and result["early_stopped"] and result["best_epoch"] == 1
+    assert runs.load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 3
+    # A resume of a finished run changes nothing.
+    fit(cfg, *tiny_data(cfg), tmp_path, resume=True)
+    assert len(runs.read_jsonl(tmp_path / "metrics.jsonl")) == 3
+
+
+def test_evaluate_protocols_and_load_run(tmp_path: Path) -> None:
+    cfg = tiny_config("train.epochs=1", "data.n_test=12", "train.eval_batch_size=64")
+    _, test_set = tiny_data(cfg)
+    fit(cfg, *tiny_data(cfg), tmp_path)
+    cfg2, vae = load_run(tmp_path)
+    assert cfg2 == cfg and not vae.training
+    stored = evaluate(vae, test_set, cfg)
+    assert stored["protocol"] == "as_stored"
+    assert stored["test_mse"] == pytest.approx(
+        runs.read_json(tmp_path / "results.json")["test_mse"]
+    )
+    rotated = evaluate(vae, test_set, cfg, protocol="rotated")
+    assert rotated["per_object"]["mse"] != stored["per_object"]["mse"]
+    g = eval_rotations(len(test_set), cfg.seed)
+
+    def oracle(m: Any, x: torch.Tensor) -> torch.Tensor:
+        return g  # the true rotation: the model sees the stored objects again
+
+    searched = evaluate(vae, test_set, cfg, protocol="rotated+search", canonicalize=oracle)
+    for key in ("mse", "iou", "bce", "neg_elbo"):
+        assert searched["per_object"][key] == pytest.approx(stored["per_object"][key], abs=1e-6)
+    with pytest.raises(RunError, match="canonicalize"):
+        evaluate(vae, test_set, cfg, protocol="rotated+search")
+    with pytest.raises(ConfigError):
+        evaluate(vae, test_set, cfg, protocol="sideways")
+
+
+def test_load_run_errors(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match="not a run folder"):
+        load_run(tmp_path)
+
+
+def test_device_and_precision_resolution() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_device("cpu") == cpu
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    for bad in ("tpu", "meta"):
+        with pytest.raises(ConfigError, match="train.device"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+    assert resolve_precision(cpu, "auto") == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision(cpu, "bf16") == "bf16"
+    assert isinstance(tune_allocator(), bool)

@@ -1,0 +1,56 @@
+"""Tiny data and configs for the training tests (no dependency on orient3d.data loaders)."""
+
+from __future__ import annotations
+
+import torch
+
+from orient3d import groups
+from orient3d.config import Config, apply_overrides
+from orient3d.data import VoxelSet
+
+TINY = (
+    "data.res=16",
+    "data.n_train=24",
+    "data.n_test=8",
+    "model.width=4",
+    "model.latent=4",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "train.eval_batch_size=8",
+    "train.threads=1",
+    "train.progress=false",
+)
+
+
+def tiny_config(*overrides: str) -> Config:
+    """A config that trains in about a second on one core."""
+    return apply_overrides(Config(), [*TINY, *overrides])
+
+
+def random_polycubes(n: int, res: int = 16, seed: int = 0, source: str = "random") -> VoxelSet:
+    """``n`` random unions of 3-6 boxes on a ``res``³ grid, with their stabilizers."""
+    gen = torch.Generator().manual_seed(seed)
+    vox = torch.zeros(n, res, res, res, dtype=torch.uint8)
+    for i in range(n):
+        k = int(torch.randint(3, 7, (1,), generator=gen))
+        for _ in range(k):
+            lo = torch.randint(0, res - 4, (3,), generator=gen)
+            size = torch.randint(2, res // 2, (3,), generator=gen)
+            hi = torch.minimum(lo + size, torch.tensor(res))
+            vox[i, lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 1
+    return VoxelSet(
+        voxels=vox,
+        labels=torch.zeros(n, dtype=torch.long),
+        class_names=("blob",),
+        ids=tuple(f"{source}-{i}" for i in range(n)),
+        stabilizers=groups.stabilizer_mask(vox, groups.cube_group()),
+        source=source,
+    )
+
+
+def tiny_data(cfg: Config) -> tuple[VoxelSet, VoxelSet]:
+    d = cfg.data
+    return (
+        random_polycubes(d.n_train, d.res, seed=cfg.seed, source="train"),
+        random_polycubes(d.n_test, d.res, seed=cfg.seed + 1, source="test"),
+    )
