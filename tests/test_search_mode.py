@@ -1,0 +1,215 @@
+"""The search training mode: hard/soft preparation, the pose cache, a tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from orient3d.config import Config, apply_overrides
+from orient3d.groups import cube_group, rotate, same_voxels
+from orient3d.search import SearchMode, canonical_pose, score_orientations
+from orient3d.search_mode import temperature_at
+from test_search import make_objects, tiny_model
+
+
+def _cfg(*overrides: str) -> Config:
+    base = [
+        "data.res=16",
+        "model.latent=4",
+        "model.width=4",
+        "train.mode=search",
+        "train.epochs=3",
+        "search.precision=fp32",
+        "search.warmup_epochs=0",
+    ]
+    return apply_overrides(Config(), [*base, *overrides])
+
+
+def _batch(n: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    o = cube_group()
+    objs = make_objects(n)
+    g = torch.randint(24, (n,), generator=torch.Generator().manual_seed(seed))
+    return rotate(objs.voxels, o, g).float(), g, torch.arange(n)
+
+
+def test_hard_prepare_turns_each_sample_to_its_argmin() -> None:
+    o, cfg = cube_group(), _cfg()
+    mode = SearchMode(cfg, make_objects(4), torch.Generator().manual_seed(0))
+    model = tiny_model()
+    x, g, idx = _batch()
+    mode.start_epoch(model, 1)
+    prep = mode.prepare(model, x, g, idx, 1)
+    r = score_orientations(model, x, o).argmin(dim=1)
+    assert prep.weight is None and torch.equal(prep.choice, r)
+    assert torch.equal(prep.x, rotate(x, o, o.inverse[r]))
+    stats = mode.end_epoch(1)
+    assert sum(stats["pose_hist"]) == 4 and stats["rows_scored_per_sample"] == 24
+    assert stats["cache_hit_frac"] == 0.0
+
+
+def test_warmup_is_augmented() -> None:
+    mode = SearchMode(_cfg("search.warmup_epochs=1"), make_objects(4), torch.Generator())
+    model = tiny_model()
+    x, g, idx = _batch()
+    mode.start_epoch(model, 1)
+    prep = mode.prepare(model, x, g, idx, 1)
+    assert prep.x is x and prep.choice is None
+    assert mode.end_epoch(1) == {"search_active": False}
+
+
+def test_cache_is_exact_while_the_model_is_fixed() -> None:
+    """A cached canonical pose answers a new view exactly as a fresh full search."""
+    o = cube_group()
+    objs = make_objects(4)
+    mode = SearchMode(_cfg("search.cache=true", "search.refresh_every=3"), objs, torch.Generator())
+    model = tiny_model()
+    x, g, idx = _batch(seed=0)
+    mode.start_epoch(model, 1)
+    first = mode.prepare(model, x, g, idx, 1)
+    mode.end_epoch(1)
+    mode.start_epoch(model, 2)  # within the refresh period: cache hits, nothing scored
+    x2, g2, _ = _batch(seed=1)
+    cached = mode.prepare(model, x2, g2, idx, 2)
+    stats = mode.end_epoch(2)
+    assert stats["cache_hit_frac"] == 1.0 and stats["rows_scored_per_sample"] == 0
+    assert stats["changed_frac"] == 0.0
+    fresh = score_orientations(model, x2, o).argmin(dim=1)
+    assert torch.equal(cached.x, rotate(x2, o, o.inverse[fresh]))
+    h1 = canonical_pose(first.choice, g, o)
+    h2 = canonical_pose(cached.choice, g2, o)
+    assert same_voxels(objs.stabilizers, o, h1, h2).all()
+    mode.start_epoch(model, 4)  # refresh epoch: searched again
+    mode.prepare(model, x2, g2, idx, 4)
+    assert mode.end_epoch(4)["cache_hit_frac"] == 0.0
+
+
+def test_cache_with_proposals_rescores_only_those() -> None:
+    objs = make_objects(4)
+    cfg = _cfg("search.cache=true", "search.refresh_every=2", "search.proposals=3")
+    mode = SearchMode(cfg, objs, torch.Generator())
+    model = tiny_model()
+    x, g, idx = _batch()
+    for epoch in (1, 2):
+        mode.start_epoch(model, epoch)
+        mode.prepare(model, x, g, idx, epoch)
+        stats = mode.end_epoch(epoch)
+    assert stats["rows_scored_per_sample"] == 3 and stats["cache_hit_frac"] == 1.0
+
+
+def test_soft_prepare_weights_are_the_posterior() -> None:
+    o = cube_group()
+    cfg = _cfg(
+        "search.choice=soft",
+        "search.top_k=3",
+        "search.temperature=2.0",
+        "search.temperature_start=2.0",
+    )
+    mode = SearchMode(cfg, make_objects(4), torch.Generator())
+    model = tiny_model()
+    x, g, idx = _batch()
+    mode.start_epoch(model, 1)
+    prep = mode.prepare(model, x, g, idx, 1)
+    assert prep.x.shape == (12, 16, 16, 16) and prep.weight.shape == (12,)
+    w = prep.weight.view(4, 3)
+    torch.testing.assert_close(w.sum(1), torch.ones(4))
+    s = score_orientations(model, x, o)
+    top, r = s.sort(dim=1)
+    torch.testing.assert_close(w, torch.softmax(-top[:, :3] / 2.0, dim=1))
+    assert torch.equal(prep.x.view(4, 3, 16, 16, 16)[:, 0], rotate(x, o, o.inverse[r[:, 0]]))
+
+
+def test_temperature_schedule_is_geometric() -> None:
+    assert temperature_at(0, 5, 8.0, 0.5) == 8.0
+    assert temperature_at(2, 5, 8.0, 0.5) == pytest.approx(2.0)
+    assert temperature_at(4, 5, 8.0, 0.5) == pytest.approx(0.5)
+    assert temperature_at(9, 5, 8.0, 0.5) == pytest.approx(0.5)
+
+
+def test_state_dict_round_trip() -> None:
+    objs = make_objects(4)
+    cfg = _cfg("search.cache=true")
+    a = SearchMode(cfg, objs, torch.Generator())
+    model = tiny_model()
+    x, g, idx = _batch()
+    a.start_epoch(model, 1)
+    a.prepare(model, x, g, idx, 1)
+    a.end_epoch(1)
+    b = SearchMode(cfg, objs, torch.Generator())
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.poses, a.poses) and torch.equal(b.last_h, a.last_h)
+
+
+@pytest.mark.parametrize("choice", ["hard", "soft"])
+def test_search_run_end_to_end(tmp_path: Path, choice: str) -> None:
+    from orient3d.train import fit
+
+    objs = make_objects(12)
+    cfg = _cfg(
+        "train.epochs=2",
+        "train.batch_size=6",
+        "search.warmup_epochs=1",
+        "search.cache=true",
+        "search.proposals=2",
+        f"search.choice={choice}",
+        "train.progress=false",
+    )
+    result = fit(cfg, objs.subset(list(range(8))), objs.subset([8, 9, 10, 11]), tmp_path / "run")
+    assert result["protocol"] == "rotated+search"
+    records = [
+        json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    ]
+    assert records[0]["search_active"] is False
+    assert sum(records[1]["pose_hist"]) == 8 and records[1]["changed_frac"] is None
+
+
+def test_rate_limited_search_keeps_unsearched_samples_as_shown() -> None:
+    o = cube_group()
+    cfg = _cfg("search.cache=true", "search.refresh_every=0", "search.refresh_frac=0.5")
+    mode = SearchMode(cfg, make_objects(8), torch.Generator().manual_seed(0))
+    model = tiny_model()
+    o8 = make_objects(8)
+    g = torch.randint(24, (8,), generator=torch.Generator().manual_seed(2))
+    x = rotate(o8.voxels, o, g).float()
+    mode.start_epoch(model, 1)
+    prep = mode.prepare(model, x, g, torch.arange(8), 1)
+    searched = mode.searched_at >= 0
+    assert 0 < int(searched.sum()) < 8
+    assert (prep.choice[~searched] == 0).all()
+    assert torch.equal(prep.x[~searched], x[~searched])
+    assert mode.end_epoch(1)["rows_scored_per_sample"] == 24 * float(searched.float().mean())
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["search.proposals=0", "search.refresh_frac=1.5", "search.temperature=0", "search.chunk=0"],
+)
+def test_search_config_rejects_bad_values(override: str) -> None:
+    from orient3d.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        _cfg(override)
+
+
+def test_search_toml_loads() -> None:
+    from orient3d.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "search.toml")
+    assert cfg.train.mode == "search" and cfg.data.res == 16
+
+
+def test_oh_search_prepares_in_oh_and_canonicalizes_in_o() -> None:
+    oh, o = cube_group(reflections=True), cube_group()
+    mode = SearchMode(_cfg("search.group=Oh"), make_objects(4), torch.Generator())
+    model = tiny_model()
+    x, g, idx = _batch()
+    mode.start_epoch(model, 1)
+    prep = mode.prepare(model, x, g, idx, 1)
+    assert torch.equal(prep.x, rotate(x, oh, oh.inverse[prep.choice]))
+    assert len(mode.end_epoch(1)["pose_hist"]) == 48
+    r = mode.canonicalize(model, x)
+    assert r is not None and int(r.max()) < 24
+    s = score_orientations(model, x, o)
+    assert torch.equal(r, s.argmin(dim=1))
