@@ -1,0 +1,41 @@
+"""Experiments: grids of training runs that answer the project's questions.
+
+``run_experiment(config, out, workers=1)`` trains (or resumes) every run of an
+experiment TOML into ``out/runs/<name>``, measures what its kind asks for, and
+writes ``out/experiment.json``, ``out/summary.json`` (tables with 95% intervals,
+verdicts, one-sentence answers, report sections), ``out/figures/*.png`` and
+``out/report.html``. Kinds (:data:`KINDS`):
+
+- ``single_vs_all`` (question 1): test MSE of single vs augmented per latent size;
+- ``recover``: recovery accuracy of single-orientation models per latent size;
+- ``search_modes`` (question 2): oracle, augmented and search (hard, soft) at one
+  latent size: curves, consistency and usage of the canonical poses, pictures;
+- ``canonical`` (issue 8, :mod:`.canonical`): what makes one canonical pose emerge.
+
+A new kind is a module with a ``KIND`` (:class:`~.common.Kind`) listed in
+:data:`KINDS`.
+
+``run_demo(out)`` runs all three at 16³ on procedural shapes (:mod:`.demo`).
+"""
+
+from orient3d.experiments.core import KINDS, get_kind, run_experiment, spec_with, write_report
+from orient3d.experiments.spec import (
+    ExperimentSpec,
+    RunSpec,
+    expand_runs,
+    load_spec,
+    spec_from_dict,
+)
+
+__all__ = [
+    "KINDS",
+    "ExperimentSpec",
+    "RunSpec",
+    "expand_runs",
+    "get_kind",
+    "load_spec",
+    "run_experiment",
+    "spec_from_dict",
+    "spec_with",
+    "write_report",
+]

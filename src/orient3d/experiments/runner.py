@@ -1,0 +1,216 @@
+"""Running an experiment's training runs: resume, reuse, and parallel workers.
+
+Each run lives in ``DIR/runs/<name>``. Before training, a run folder is in one of
+three states (:func:`run_state`):
+
+- ``done``: ``results.json`` exists: skipped, its results are read back;
+- ``resume``: a checkpoint exists but no results: ``train(..., resume=True)``;
+- ``new``: nothing usable yet: ``train(..., resume=False)``.
+
+A finished or interrupted run whose ``config.toml`` differs from the one asked for
+is an error naming the differing keys (never silently mixed). A run may instead be
+taken from another experiment folder (``reuse``) when it has finished there with
+the same name and config. With ``workers > 1`` independent runs train side by side
+in spawned processes with one torch thread each (PERFORMANCE.md: two one-thread
+processes beat one two-thread process); every run draws only from its own seed,
+so its numbers are those of the same run trained alone with one torch thread
+(``train.threads=1``; other thread counts change float sums in the last bits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, TypeVar
+
+from orient3d.config import Config, to_dict
+from orient3d.errors import RunError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Progress",
+    "config_differences",
+    "parallel_map",
+    "reusable_run",
+    "run_state",
+    "shared_pool",
+]
+
+Progress = Callable[[str, int, int], None]  # (message, done, total)
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Keys that change how fast a run goes, not what it computes.
+IGNORED_KEYS = frozenset(
+    {"train.device", "train.threads", "train.progress", "train.eval_batch_size", "data.cache_dir"}
+)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ (speed-only keys ignored)."""
+    fa, fb = _flat(to_dict(a)), _flat(to_dict(b))
+    return sorted(
+        k for k in fa.keys() | fb.keys() if k not in IGNORED_KEYS and fa.get(k) != fb.get(k)
+    )
+
+
+def _stored_config(path: Path) -> Config | None:
+    from orient3d.runs import read_run_config
+
+    if not (path / "config.toml").is_file():
+        return None
+    return read_run_config(path)
+
+
+def run_state(path: Path, cfg: Config) -> str:
+    """``"done"``, ``"resume"`` or ``"new"`` (see the module docstring)."""
+    done = (path / "results.json").is_file()
+    ckpt = (path / "checkpoints" / "last.pt").is_file()
+    stored = _stored_config(path)
+    if stored is not None and (done or ckpt):
+        diff = config_differences(stored, cfg)
+        if diff:
+            raise RunError(
+                f"{path}: this run was made with a different config ({', '.join(diff)}); "
+                "pick another --out or remove the run folder"
+            )
+    if done:
+        return "done"
+    return "resume" if ckpt and stored is not None else "new"
+
+
+def reusable_run(name: str, cfg: Config, folders: Sequence[Path]) -> Path | None:
+    """A finished run ``<folder>/runs/<name>`` with the same config, if any folder has one."""
+    for folder in folders:
+        path = Path(folder) / "runs" / name
+        if not (path / "results.json").is_file():
+            continue
+        stored = _stored_config(path)
+        if stored is not None and not config_differences(stored, cfg):
+            return path
+        log.info("not reusing %s: its config differs", path)
+    return None
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+_SHARED: dict[int, ProcessPoolExecutor] = {}  # workers -> the pool of a shared_pool block
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` spawned one-thread processes with the tuned allocator (PERFORMANCE.md)."""
+    env = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "2147483647"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: os.environ.get(k, v) for k, v in env.items()})  # children inherit
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(1,))
+        for fut in [pool.submit(int) for _ in range(workers)]:  # start them all while the
+            fut.result()  # environment is set (spawned processes start on demand)
+        return pool
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def shared_pool(workers: int) -> Iterator[None]:
+    """Within the block, :func:`parallel_map` with these ``workers`` reuses one pool.
+
+    Starting processes that import torch costs seconds; a sweep of several
+    experiments (the demo) pays it once.
+    """
+    if workers <= 1 or workers in _SHARED:
+        yield
+        return
+    _SHARED[workers] = pool = _new_pool(workers)
+    try:
+        yield
+    finally:
+        del _SHARED[workers]
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def parallel_map(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    *,
+    workers: int = 1,
+    labels: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> list[R]:
+    """``[fn(x) for x in items]``, in spawned processes when ``workers > 1``.
+
+    ``fn`` must be a module-level function (picklable). Results keep the order of
+    ``items``. The first failure cancels the pending items and is raised.
+    """
+    labels = list(labels) if labels is not None else [str(i) for i in range(len(items))]
+    total = len(items)
+    if workers <= 1 or total <= 1:
+        out = []
+        for i, item in enumerate(items):
+            try:
+                out.append(fn(item))
+            except Exception as err:
+                log.error("%s failed: %s", labels[i], err)
+                raise
+            if progress is not None:
+                progress(labels[i], i + 1, total)
+        return out
+    if workers in _SHARED:
+        return _pool_map(_SHARED[workers], fn, items, labels, progress)
+    pool = _new_pool(min(workers, total))
+    try:
+        return _pool_map(pool, fn, items, labels, progress)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pool_map(
+    pool: ProcessPoolExecutor,
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    labels: list[str],
+    progress: Progress | None,
+) -> list[R]:
+    results: dict[int, R] = {}
+    futures: dict[Future[R], int] = {pool.submit(fn, x): i for i, x in enumerate(items)}
+    pending = set(futures)
+    while pending:
+        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            i = futures[fut]
+            err = fut.exception()
+            if err is not None:
+                log.error("%s failed: %s", labels[i], err)
+                for p in pending:
+                    p.cancel()
+                wait(pending)  # let the running ones finish before raising
+                raise err
+            results[i] = fut.result()
+            if progress is not None:
+                progress(labels[i], len(results), len(items))
+    return [results[i] for i in range(len(items))]
