@@ -1,0 +1,174 @@
+"""The canonical experiment kind: per-run measurements and the summary, on fake runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from orient3d import groups
+from orient3d.experiments import canonical as K
+from orient3d.experiments import expand_runs, spec_from_dict
+from orient3d.experiments.common import load_record
+from orient3d.experiments.spec import ExperimentSpec
+from test_experiments import BASE, fake_run
+
+O = groups.cube_group()
+VARIANTS = {
+    "uniform-hard": ["train.mode=search", "search.prior=uniform"],
+    "learned-anneal": ["train.mode=search", "search.prior=learned", "search.choice=soft"],
+    "learned-strong": ["train.mode=search", "search.prior=learned", "search.prior_weight=32"],
+}
+
+
+def _asymmetric(n: int) -> np.ndarray:
+    stab = np.zeros((n, 24), dtype=bool)
+    stab[:, 0] = True
+    return stab
+
+
+def test_pose_record_known_answers() -> None:
+    # class a: poses 0, 0, 0; class b: 5, 5, 7 (5 sends up to +y; 0 and 7 keep it up)
+    h = np.array([0, 0, 0, 5, 5, 7])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    rec = K.pose_record(h, _asymmetric(6), labels, ("a", "b"), min_frac=0.0)
+    assert rec["global_consistency"] == pytest.approx(0.5)
+    assert rec["class_consistency"] == pytest.approx((1 + 2 / 3) / 2)
+    assert rec["per_class"]["a"] == {"consistency": 1.0, "modal_pose": 0, "n": 3, "upright": 1.0}
+    assert rec["n_used"] == 3 and rec["upright"] == pytest.approx(4 / 6)
+    assert rec["upright_chance"] == pytest.approx(1 / 6)
+
+
+def _spec() -> ExperimentSpec:
+    return spec_from_dict(
+        {"name": "c", "kind": "canonical", "seeds": [0, 1, 2], "base": BASE, "variants": VARIANTS}
+    )
+
+
+def _fake(tmp_path: Path, glob: dict[str, float]) -> list[Any]:
+    spec = _spec()
+    records = []
+    for run in expand_runs(spec):
+        v, s = run.params["variant"], run.params["seed"]
+        g = glob[v] + 0.01 * s
+        metrics = [
+            {
+                "epoch": 1,
+                "test_mse": 0.05,
+                "changed_frac": None,
+                "score_gap_median": 5.0,
+                "pose_hist": [3, 1],
+            },
+            {"epoch": 2, "test_mse": 0.04, "changed_frac": 0.1, "score_gap_median": 30.0},
+        ]
+        if v != "uniform-hard":
+            for m in metrics:
+                m.update(prior_entropy=2.5, prior_changed_frac=0.02)
+        record = {
+            "n_objects": 64,
+            "global_consistency": g,
+            "class_consistency": g + 0.1,
+            "n_used": 10,
+            "entropy_normalized": 0.7,
+            "upright": 0.3,
+            "upright_chance": 1 / 6,
+            "class_random_max": 0.3,
+            "up_consistency": 0.5,
+            "pose_counts": [1.0] * 24,
+        }
+        path = tmp_path / "runs" / run.name
+        fake_run(
+            path,
+            run.config,
+            {"test_mse": 0.04, "test_iou": 0.5, "protocol": "rotated+search", "seconds_total": 9},
+            metrics=metrics,
+            extra={"canonical_pose.json": record},
+        )
+        records.append(load_record(path, run.params, tmp_path, K.KIND.extra_files))
+    return records
+
+
+def test_summary_says_emerged_only_above_half_and_the_uniform_interval(tmp_path: Path) -> None:
+    records = _fake(tmp_path, {"uniform-hard": 0.2, "learned-anneal": 0.25, "learned-strong": 0.9})
+    summary = K.summarize(records, _spec(), K.Options(), tmp_path)
+    sentence = summary["answers"][0]["answer"]
+    assert sentence.startswith(
+        "A single canonical pose emerged under learned-strong: global "
+        "consistency 0.91 [0.885, 0.935]"
+    ), sentence
+    assert "against 0.21 [0.185, 0.235] with the uniform prior (uniform-hard)" in sentence
+    assert sentence.endswith(
+        "per class, consistency 1.01 [0.985, 1.03] (random: 0.3); upright agreement 0.3 "
+        "(chance 0.17)."
+    )
+    rows = summary["sections"][0]["table"]["rows"]
+    assert [r[:3] for r in rows] == [
+        ["uniform-hard", "uniform", "off"],
+        ["learned-anneal", "learned", "on"],
+        ["learned-strong", "learned ×32", "off"],
+    ]
+    cols = summary["sections"][0]["table"]["columns"]
+    assert rows[0][cols.index("changed (last epoch)")]["mean"] == pytest.approx(0.1)
+    assert rows[0][cols.index("prior overruled")]["n"] == 0
+    assert rows[0][cols.index("train modal share")]["mean"] == pytest.approx(0.75)
+    assert rows[1][cols.index("prior overruled")]["mean"] == pytest.approx(0.02)
+
+
+def test_summary_says_not_emerged_below_half(tmp_path: Path) -> None:
+    records = _fake(tmp_path, {"uniform-hard": 0.2, "learned-anneal": 0.45, "learned-strong": 0.3})
+    sentence = K.answer(records)
+    assert sentence.startswith(
+        "No single canonical pose emerged; the most consistent setting "
+        "was learned-anneal: global consistency 0.46"
+    ), sentence
+
+
+def test_picture_has_one_row_per_class(tmp_path: Path) -> None:
+    from orient3d.data import VoxelSet
+
+    vox = torch.zeros(5, 8, 8, 8, dtype=torch.uint8)
+    vox[:, 2:6, 2:6, 0:3] = 1
+    test = VoxelSet(
+        voxels=vox,
+        labels=torch.tensor([0, 0, 1, 1, 1]),
+        class_names=("a", "b"),
+        ids=tuple(str(i) for i in range(5)),
+        stabilizers=groups.stabilizer_mask(vox, O),
+    )
+    K._picture(test, torch.zeros(5, dtype=torch.long), 3, tmp_path / "p.png")
+    from PIL import Image
+
+    w, h = Image.open(tmp_path / "p.png").size
+    assert w > h > 0  # 2 rows of 3
+
+
+def test_kind_is_registered() -> None:
+    from orient3d.experiments import get_kind
+
+    assert get_kind("canonical") is K.KIND
+
+
+@pytest.mark.slow
+def test_kind_runs_on_finished_runs(tmp_path: Path) -> None:
+    from orient3d.experiments import run_experiment
+
+    _fake(tmp_path, {"uniform-hard": 0.2, "learned-anneal": 0.25, "learned-strong": 0.3})
+    summary = run_experiment(_spec(), tmp_path)
+    assert summary["answers"][0]["answer"].startswith("No single canonical pose emerged")
+    assert [s["title"] for s in summary["sections"]] == [
+        "Canonical pose per setting",
+        "One canonical pose per class?",
+    ]
+
+
+def test_canonical_toml_expands_to_the_grid() -> None:
+    from orient3d.experiments import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "configs" / "canonical.toml")
+    runs = expand_runs(spec)
+    assert spec.kind == "canonical" and len(runs) == 7 * 3
+    priors = {(r.config.search.prior, r.config.search.choice) for r in runs}
+    assert priors == {(p, c) for p in ("uniform", "learned", "class") for c in ("hard", "soft")}
