@@ -28,7 +28,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-Mode = Literal["single", "augmented", "search"]
+Mode = Literal["single", "augmented", "search", "continuous"]
 
 
 def _check(ok: bool, key: str, value: object, want: str) -> None:
@@ -78,7 +78,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    mode: Mode = "single"  # single | augmented | search
+    mode: Mode = "single"  # single | augmented | search | continuous
     epochs: int = 10  # passes over the training set
     batch_size: int = 64  # samples per SGD step
     lr: float = 1e-3  # Adam learning rate
@@ -160,12 +160,48 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class ContinuousConfig:
+    """Mode ``continuous`` (orient3d.continuous_mode): SO(3) views, coarse-to-fine pose search."""
+
+    warmup_epochs: int = 1  # epochs of SO(3)-augmented training before the search starts
+    grid_level: int = 1  # coarse SO(3) grid: so3.so3_grid level (24, 96, 720 rotations)
+    top_k: int = 4  # poses kept per sample after each coarse-to-fine stage
+    levels: int = 1  # rotation subdivision rounds after the coarse grid (27 neighbours each)
+    translate: int = 0  # max integer shift in voxels per axis, in views and search (0: off)
+    scale: tuple[float, ...] = ()  # scale factors drawn in views and searched (empty: 1 only)
+    binarize: bool = False  # threshold turned-back grids at 0.5 (else soft trilinear values)
+    # score: "model" neg ELBO of P⁻¹x; "shown" BCE in the frame of x (unbiased over scales);
+    # auto: shown when scale is set
+    score_frame: Literal["auto", "model", "shown"] = "auto"
+    cache: bool = True  # reuse each object's canonical pose H = R⁻¹G between refreshes
+    refresh_every: int = 8  # cache: search epochs between full re-searches of all (0: never)
+    refine_every: int = 1  # cache: search epochs between 27-neighbour refinements (0: never)
+    refresh_frac: float = 0.05  # cache: fraction of each step's samples searched in full anyway
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # scoring autocast (auto: bf16 if native)
+    chunk: int = 256  # grids per scoring pass
+
+    def __post_init__(self) -> None:
+        k = "continuous."
+        _check(self.warmup_epochs >= 0, k + "warmup_epochs", self.warmup_epochs, ">= 0")
+        _check(0 <= self.grid_level <= 3, k + "grid_level", self.grid_level, "in 0..3")
+        _check(self.top_k >= 1, k + "top_k", self.top_k, ">= 1")
+        _check(self.levels >= 0, k + "levels", self.levels, ">= 0")
+        _check(self.translate >= 0, k + "translate", self.translate, ">= 0")
+        _check(all(s > 0 for s in self.scale), k + "scale", self.scale, "positive factors")
+        _check(self.refresh_every >= 0, k + "refresh_every", self.refresh_every, ">= 0")
+        _check(self.refine_every >= 0, k + "refine_every", self.refine_every, ">= 0")
+        _check(0 <= self.refresh_frac <= 1, k + "refresh_frac", self.refresh_frac, "in [0, 1]")
+        _check(self.chunk >= 1, k + "chunk", self.chunk, ">= 1")
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 0  # decides every random draw of a run
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    continuous: ContinuousConfig = field(default_factory=ContinuousConfig)
 
 
 # ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Test-set evaluation under the three protocols, and loading a trained run.
+"""Test-set evaluation under the protocols below, and loading a trained run.
 
 Protocols (two models are only compared under the same one):
 
@@ -8,7 +8,13 @@ Protocols (two models are only compared under the same one):
 - ``rotated+search``: as ``rotated``, then each input ``x`` is canonicalized by the
   mode's search, ``r = canonicalize(model, x)``, and the reconstruction is
   ``x̂ = r·decode(encode(r⁻¹·x))``, measured against ``x`` as given (the default
-  for ``search``).
+  for ``search``);
+- ``so3``: each test object turned by a fixed seeded uniform SO(3) rotation
+  (trilinear resampling, thresholded at 0.5; :func:`so3_eval_rotations`);
+- ``so3+search``: as ``so3``, then ``canonicalize`` returns each input's pose as
+  a ``(B, 3, 4)`` matrix ``[s R | t]`` (:mod:`orient3d.transforms`) and the
+  reconstruction is ``x̂ = P·decode(encode(P⁻¹·x))`` by resampling (the default
+  for ``continuous``). ``rotated+search`` accepts such poses too.
 
 Every protocol is deterministic: the encoder mean is decoded (no sampled ``z``),
 so ``test_neg_elbo`` is the negative ELBO's one-point estimate at ``z = mu``.
@@ -23,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from orient3d import groups, runs
+from orient3d import groups, runs, so3, transforms
 from orient3d.config import Config
 from orient3d.data import VoxelSet
 from orient3d.devices import autocast
@@ -38,11 +44,17 @@ __all__ = [
     "eval_rotations",
     "evaluate",
     "load_run",
+    "so3_eval_rotations",
     "summary",
 ]
 
-PROTOCOLS = ("as_stored", "rotated", "rotated+search")
-DEFAULT_PROTOCOL = {"single": "as_stored", "augmented": "rotated", "search": "rotated+search"}
+PROTOCOLS = ("as_stored", "rotated", "rotated+search", "so3", "so3+search")
+DEFAULT_PROTOCOL = {
+    "single": "as_stored",
+    "augmented": "rotated",
+    "search": "rotated+search",
+    "continuous": "so3+search",
+}
 Canonicalize = Callable[[VAE, Tensor], "Tensor | None"]  # (model, x_shown (B,D,D,D)) -> r (B,)
 METRIC_KEYS = ("mse", "bce", "iou", "tpr", "tnr", "neg_elbo")
 _EVAL_SEED_OFFSET = 1_000_003  # keeps the test rotations apart from the training draws
@@ -54,6 +66,12 @@ def eval_rotations(n: int, seed: int) -> Tensor:
     return torch.randint(len(groups.cube_group()), (n,), generator=gen)
 
 
+def so3_eval_rotations(n: int, seed: int) -> Tensor:
+    """``(n, 3, 3)`` the fixed uniform rotation that turns each test object (``so3`` protocols)."""
+    gen = torch.Generator().manual_seed(seed + _EVAL_SEED_OFFSET)
+    return so3.random_rotations(n, gen)
+
+
 def _reconstruct(
     model: VAE, x: Tensor, precision: str, canonicalize: Canonicalize | None
 ) -> tuple[Tensor, Tensor]:
@@ -63,13 +81,25 @@ def _reconstruct(
     x_in = x
     if canonicalize is not None:
         if r is None:
-            raise RunError("protocol rotated+search needs a mode that searches (train.mode=search)")
+            raise RunError("a +search protocol needs a mode that searches (train.mode=search)")
+        if r.dim() == 3:  # a continuous pose [s R | t] (B, 3, 4)
+            return _reconstruct_pose(model, x, precision, transforms.Pose.from_matrix(r))
         x_in = groups.rotate(x, group, group.inverse.to(r.device)[r])
     with autocast(x.device, precision):
         out = model(x_in, sample=False)
     probs = torch.sigmoid(out.logits.float())
     if r is not None:
         probs = groups.rotate(probs, group, r)
+    return probs, out.neg_elbo.float()
+
+
+def _reconstruct_pose(
+    model: VAE, x: Tensor, precision: str, pose: transforms.Pose
+) -> tuple[Tensor, Tensor]:
+    """As :func:`_reconstruct` for continuous poses: ``P·decode(encode(P⁻¹·x))``."""
+    with autocast(x.device, precision):
+        out = model(transforms.undo(x, pose), sample=False)
+    probs = transforms.apply(torch.sigmoid(out.logits.float()), pose)
     return probs, out.neg_elbo.float()
 
 
@@ -91,12 +121,13 @@ def evaluate(
     protocol = protocol or DEFAULT_PROTOCOL[cfg.train.mode]
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
-    if protocol == "rotated+search" and canonicalize is None:
-        raise RunError("protocol rotated+search needs a canonicalize function (a search mode)")
+    if protocol.endswith("+search") and canonicalize is None:
+        raise RunError(f"protocol {protocol} needs a canonicalize function (a search mode)")
     device = next(model.parameters()).device
     n, bs = len(test), cfg.train.eval_batch_size
-    g = eval_rotations(n, cfg.seed) if protocol != "as_stored" else None
-    search = canonicalize if protocol == "rotated+search" else None
+    g = eval_rotations(n, cfg.seed) if protocol.startswith("rotated") else None
+    R = so3_eval_rotations(n, cfg.seed) if protocol.startswith("so3") else None
+    search = canonicalize if protocol.endswith("+search") else None
     per: dict[str, list[Tensor]] = {k: [] for k in METRIC_KEYS}
     was_training = model.training
     model.eval()
@@ -106,6 +137,8 @@ def evaluate(
                 x = test.voxels[s : s + bs].to(device).float()
                 if g is not None:
                     x = groups.rotate(x, groups.cube_group(), g[s : s + bs])
+                if R is not None:  # binary views, as real voxelizations
+                    x = (so3.resample(x, R[s : s + bs].to(device)) > 0.5).float()
                 probs, neg_elbo = _reconstruct(model, x, cfg.train.precision, search)
                 for k, v in reconstruction_metrics(probs, x).items():
                     per[k].append(v.cpu())

@@ -82,7 +82,10 @@ class AugmentedMode(SingleMode):
 ModeFactory = Callable[[Config, VoxelSet, torch.Generator], Mode]
 MODES: dict[str, ModeFactory] = {"single": SingleMode, "augmented": AugmentedMode}
 # Modes living in other modules, imported on first use ("module:attribute").
-_LAZY_MODES = {"search": "orient3d.search:SearchMode"}
+_LAZY_MODES = {
+    "search": "orient3d.search:SearchMode",
+    "continuous": "orient3d.continuous_mode:ContinuousMode",
+}
 
 
 def get_mode(name: str) -> ModeFactory:

@@ -1,11 +1,13 @@
 """Evaluate a trained run on its test split under one or more protocols.
 
-  orient3d evaluate RUN [--protocol as_stored|rotated|rotated+search ...]
+  orient3d evaluate RUN [--protocol as_stored|rotated|rotated+search|so3|so3+search ...]
 
 Protocols: as_stored (objects as stored), rotated (each test object turned by
 a fixed seeded element of O), rotated+search (as rotated, then canonicalized
-by the run's search; search runs only). By default: as_stored and rotated,
-plus rotated+search for search runs. Prints a table and writes
+by the run's search; search runs only), so3 and so3+search (a fixed seeded
+uniform SO(3) rotation, resampled and thresholded; then the continuous search of
+continuous runs). By default: as_stored and rotated, plus rotated+search for
+search runs and so3, so3+search for continuous runs. Prints a table and writes
 RUN/evaluate.json (protocol -> metrics with per-object values); results.json
 stays the training's own.
 """
@@ -20,7 +22,7 @@ import torch
 
 from orient3d import runs
 from orient3d.devices import resolve_device, tune_allocator
-from orient3d.evaluate import PROTOCOLS, evaluate, load_run
+from orient3d.evaluate import DEFAULT_PROTOCOL, PROTOCOLS, evaluate, load_run
 
 _COLUMNS = ("test_mse", "test_iou", "test_bce", "test_tpr", "test_tnr", "test_neg_elbo")
 
@@ -52,9 +54,9 @@ def main(args: argparse.Namespace) -> int:
     last = runs.checkpoint_path(args.run, "last")
     if last.exists():
         mode.load_state_dict(runs.load_checkpoint(last, device).get("mode", {}))
-    protocols = args.protocol or [
-        p for p in PROTOCOLS if p != "rotated+search" or cfg.train.mode == "search"
-    ]
+    own = DEFAULT_PROTOCOL[cfg.train.mode]  # a search mode's +search protocol, so3 views
+    wanted = {"as_stored", "rotated", own} | ({"so3"} if own.startswith("so3") else set())
+    protocols = args.protocol or [p for p in PROTOCOLS if p in wanted]
     results = {
         p: evaluate(model, test_set, cfg, protocol=p, canonicalize=mode.canonicalize)
         for p in protocols

@@ -11,6 +11,8 @@ verdicts, one-sentence answers, report sections), ``out/figures/*.png`` and
 - ``search_modes`` (question 2): oracle, augmented and search (hard, soft) at one
   latent size: curves, consistency and usage of the canonical poses, pictures;
 - ``canonical`` (issue 8, :mod:`.canonical`): what makes one canonical pose emerge.
+- ``continuous`` (issue 6, :mod:`.continuous`): SO(3) pose error against method,
+  and the canonical pose of continuous search training.
 
 A new kind is a module with a ``KIND`` (:class:`~.common.Kind`) listed in
 :data:`KINDS`.

@@ -39,6 +39,7 @@ KINDS: dict[str, str] = {
     "recover": "orient3d.experiments.recover",
     "search_modes": "orient3d.experiments.search_modes",
     "canonical": "orient3d.experiments.canonical",
+    "continuous": "orient3d.experiments.continuous",
 }
 
 
@@ -68,6 +69,16 @@ def _train_task(task: tuple[Config, Path, str, str]) -> None:
     train(cfg, path, resume=state == "resume", force=state == "new", command=command)
 
 
+def _on_gpu(cfg: Config, i: int, workers: int) -> Config:
+    """With several workers and GPUs, run ``i`` trains on ``cuda:(i mod #GPUs)``."""
+    from orient3d.distributed import sweep_device
+
+    device = sweep_device(i, cfg.train.device) if workers > 1 else cfg.train.device
+    if device == cfg.train.device:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
+
+
 def _locate(spec: ExperimentSpec, runs: Sequence[RunSpec], out: Path) -> list[tuple[Path, str]]:
     """Each run's folder and state: ``done``, ``resume``, ``new`` or ``reused``."""
     reuse = [(out / p).resolve() for p in spec.reuse]
@@ -93,7 +104,10 @@ def _train_all(
     if done:
         log.info("%s: %d of %d runs already finished", spec.name, done, len(runs))
     command = f"orient3d experiment ({spec.name})"
-    tasks = [(r.config, p, s, f"{command} run {r.name}") for r, p, s in todo]
+    tasks = [
+        (_on_gpu(r.config, i, workers), p, s, f"{command} run {r.name}")
+        for i, (r, p, s) in enumerate(todo)
+    ]
     parallel_map(
         _train_task,
         tasks,

@@ -1,0 +1,153 @@
+"""The continuous training mode: SO(3) views, coarse-to-fine search, the pose cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from orient3d import runs, so3
+from orient3d.config import Config
+from orient3d.continuous_mode import ContinuousMode
+from orient3d.errors import ConfigError
+from orient3d.evaluate import evaluate
+from orient3d.modes import get_mode
+from orient3d.pose_search import turn_back
+from orient3d.train import fit
+from orient3d.transforms import compose, inverse
+from test_search import make_objects, tiny_model
+from train_helpers import tiny_config, tiny_data
+
+FAST = ("continuous.grid_level=0", "continuous.levels=0", "continuous.precision=fp32")
+TIMING = ("seconds", "samples_per_s")
+
+
+def _cfg(*overrides: str) -> Config:
+    return tiny_config("train.mode=continuous", "continuous.warmup_epochs=0", *FAST, *overrides)
+
+
+def _values(run: Path) -> list[dict[str, Any]]:
+    return [
+        {k: v for k, v in r.items() if k not in TIMING}
+        for r in runs.read_jsonl(run / "metrics.jsonl")
+    ]
+
+
+def test_config_and_registration() -> None:
+    cfg = _cfg("continuous.scale=[0.9, 1.1]", "continuous.translate=2")
+    assert cfg.continuous.scale == (0.9, 1.1) and cfg.continuous.translate == 2
+    assert get_mode("continuous") is ContinuousMode
+    with pytest.raises(ConfigError, match="continuous.top_k"):
+        _cfg("continuous.top_k=0")
+
+
+def test_warmup_shows_binary_random_views() -> None:
+    objs = make_objects(4)
+    mode = ContinuousMode(_cfg("continuous.warmup_epochs=1"), objs, torch.Generator())
+    mode.start_epoch(tiny_model(), 1)
+    x = objs.voxels.float()
+    prep = mode.prepare(tiny_model(), x, torch.zeros(4), torch.arange(4), 1)
+    assert prep.x.shape == x.shape and set(prep.x.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(prep.x, x) and prep.weight is None
+    assert mode.end_epoch(1) == {"search_active": False}
+
+
+def test_cache_reuses_the_canonical_pose_without_scoring() -> None:
+    """With no refresh and no refinement, a new view reuses H: R = G·H⁻¹, nothing scored."""
+    objs, model = make_objects(4), tiny_model()
+    cfg = _cfg(
+        "continuous.refresh_every=0", "continuous.refine_every=0", "continuous.refresh_frac=0"
+    )
+    mode = ContinuousMode(cfg, objs, torch.Generator().manual_seed(0))
+    x, idx = objs.voxels.float(), torch.arange(4)
+    mode.start_epoch(model, 1)
+    mode.prepare(model, x, torch.zeros(4), idx, 1)
+    first = mode.end_epoch(1)
+    assert first["refreshed_frac"] == 1.0 and first["forward_passes_per_sample"] == 24
+    H1 = mode.H[idx]
+    mode.start_epoch(model, 2)
+    mode.prepare(model, x, torch.zeros(4), idx, 2)
+    second = mode.end_epoch(2)
+    assert second["cache_hit_frac"] == 1.0 and second["forward_passes_per_sample"] == 0
+    assert second["pose_change_median_deg"] == pytest.approx(0.0, abs=0.1)
+    assert torch.allclose(mode.H[idx].R, H1.R, atol=1e-4)
+
+
+def test_refinement_scores_one_neighbourhood_and_prepares_the_turned_back_grid() -> None:
+    objs, model = make_objects(4), tiny_model()
+    mode = ContinuousMode(_cfg("continuous.refresh_frac=0"), objs, torch.Generator().manual_seed(1))
+    x, idx = objs.voxels.float(), torch.arange(4)
+    mode.start_epoch(model, 1)
+    mode.prepare(model, x, torch.zeros(4), idx, 1)
+    mode.end_epoch(1)
+    mode.start_epoch(model, 2)
+    state = mode.gen.get_state()
+    prep = mode.prepare(model, x, torch.zeros(4), idx, 2)
+    stats = mode.end_epoch(2)
+    assert stats["refined_frac"] == 1.0 and stats["forward_passes_per_sample"] == 27
+    # Replay the view draw: the prepared grid is R⁻¹·x_view with R = G·H⁻¹ (the new H).
+    from orient3d.transforms import apply, random_pose
+
+    G = random_pose(4, torch.Generator().set_state(state))
+    view = (apply(x, G) > 0.5).float()
+    R = compose(G, inverse(mode.H[idx]))
+    assert torch.allclose(prep.x, turn_back(view, R, False), atol=1e-4)
+
+
+def test_tiny_run_logs_search_stats_and_evaluates_with_so3_search(tmp_path: Path) -> None:
+    cfg = _cfg(
+        "continuous.warmup_epochs=1",
+        "train.epochs=3",
+        "continuous.translate=1",
+        "continuous.top_k=1",
+    )
+    data = tiny_data(cfg)
+    res = fit(cfg, *data, tmp_path / "run")
+    assert res["protocol"] == "so3+search" and res["mode"] == "continuous"
+    recs = runs.read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert recs[0]["search_active"] is False and recs[1]["refreshed_frac"] == 1.0
+    assert recs[2]["refined_frac"] > 0.8 and recs[2]["pose_change_median_deg"] is not None
+    assert recs[1]["forward_passes_per_sample"] == 24 + 27  # grid + one shift round
+    # The so3 protocol without search is available to every model.
+    plain = evaluate(tiny_model(), data[1], cfg, protocol="so3")
+    assert plain["n_test"] == len(data[1])
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    cfg = _cfg("continuous.warmup_epochs=1", "train.epochs=3", "continuous.refresh_frac=0.5")
+    data = tiny_data(cfg)
+    fit(cfg, *data, tmp_path / "full")
+
+    def stop(epoch: int, step: int, steps: int, loss: float, speed: float) -> None:
+        if epoch == 3 and step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, *data, tmp_path / "cut", progress=stop)
+    fit(cfg, *data, tmp_path / "cut", resume=True)
+    assert _values(tmp_path / "cut") == _values(tmp_path / "full")
+
+
+def test_canonicalize_returns_poses_as_matrices() -> None:
+    objs, model = make_objects(3), tiny_model()
+    mode = ContinuousMode(_cfg(), objs, torch.Generator())
+    M = mode.canonicalize(model, objs.voxels.float())
+    assert M is not None and M.shape == (3, 3, 4)
+    R = M[..., :3]
+    assert torch.allclose(R @ R.transpose(-1, -2), torch.eye(3).expand(3, 3, 3), atol=1e-4)
+    assert so3.geodesic_angle(R, R).abs().max() < 1e-3
+
+
+@pytest.mark.slow
+def test_two_processes_continuous_mode(tmp_path: Path) -> None:
+    """Under torchrun each rank searches its slice; the counters add up over ranks."""
+    from test_distributed import TINY as DIST_TINY
+    from test_distributed import _two_processes
+
+    overrides = [*DIST_TINY, 'train.mode="continuous"', "continuous.warmup_epochs=1", *FAST]
+    two = _two_processes(tmp_path, overrides)
+    recs = runs.read_jsonl(two / "metrics.jsonl")
+    assert recs[1]["refreshed_frac"] == 1.0 and recs[1]["forward_passes_per_sample"] == 24
+    assert runs.read_json(two / "results.json")["protocol"] == "so3+search"

@@ -1,0 +1,92 @@
+"""The continuous experiment kind: summary from fake runs, and a tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orient3d.experiments import continuous as EC
+from orient3d.experiments import expand_runs, run_experiment, spec_from_dict
+from test_experiments import BASE, fake_run
+
+VARIANTS = {"single": ["train.mode=single"], "continuous": ["train.mode=continuous"]}
+SUCCESS = {"gradient": [0.05, 0.1, 0.08], "grid-refine": [0.6, 0.7, 0.65]}
+
+
+def _so3(seed: int) -> dict[str, dict[str, float]]:
+    return {
+        m: {"success_rate": v[seed], "median_error_deg": 100 * (1 - v[seed]), "forward_passes": p}
+        for (m, v), p in zip(SUCCESS.items(), (61, 1021))
+    }
+
+
+def test_summary_from_fake_runs(tmp_path: Path) -> None:
+    spec = spec_from_dict(
+        {"name": "c", "kind": "continuous", "seeds": [0, 1, 2], "base": BASE, "variants": VARIANTS}
+    )
+    for run in expand_runs(spec):
+        v, s = run.params["variant"], run.params["seed"]
+        extra = (
+            {"mode": "single", "so3": _so3(s)}
+            if v == "single"
+            else {"mode": "continuous", "consistency": {"consistency": 0.5 + 0.1 * s}}
+        )
+        fake_run(
+            tmp_path / "runs" / run.name,
+            run.config,
+            {"test_mse": 0.03, "test_iou": 0.7, "protocol": "so3+search"},
+            metrics=[{"epoch": 1, "test_mse": 0.1, "pose_change_median_deg": 3.0}],
+            extra={"continuous.json": extra},
+        )
+    summary = run_experiment(spec, tmp_path)
+    sentence = summary["answers"][0]["answer"]
+    assert sentence.startswith("grid-refine recovered 65% (95% CI"), sentence
+    assert "at 1.02e+03 forward passes per object, against gradient 7.67%" in sentence
+    assert "continuous search training put 60% (95% CI" in sentence
+    secs = {s["title"]: s for s in summary["sections"]}
+    rows = secs["Pose error against method"]["table"]["rows"]
+    assert [r[0] for r in rows] == ["gradient", "grid-refine"]
+    assert rows[1][1]["mean"] == pytest.approx(0.65)
+    cont = {r[0]: r[1] for r in secs["Continuous search training"]["table"]["rows"]}
+    assert cont["consistency"]["mean"] == pytest.approx(0.6) and cont["pose_change"]["n"] == 3
+    json.dumps(summary)
+
+
+def test_answer_without_runs() -> None:
+    assert "No run" in EC.answer([], {"consistency": []})
+
+
+@pytest.mark.slow
+def test_tiny_experiment_end_to_end(tmp_path: Path) -> None:
+    base = {
+        "data": {"res": 16, "n_train": 16, "n_test": 4, "cache_dir": str(tmp_path / "cache")},
+        "model": {"width": 4, "latent": 4},
+        "train": {"epochs": 2, "batch_size": 8, "threads": 1, "progress": False},
+        "continuous": {"warmup_epochs": 1, "grid_level": 0, "levels": 0, "precision": "fp32"},
+    }
+    spec = spec_from_dict(
+        {
+            "name": "c",
+            "kind": "continuous",
+            "seeds": [0],
+            "base": base,
+            "variants": VARIANTS,
+            "options": {"n": 2, "steps": 1, "top_k": 2, "levels": 1},
+        }
+    )
+    summary = run_experiment(spec, tmp_path)
+    single = json.loads((tmp_path / "runs" / "single_seed-0" / "continuous.json").read_text())
+    assert set(single["so3"]) == {"gradient", "cube-start", "grid-refine"}
+    cont = json.loads((tmp_path / "runs" / "continuous_seed-0" / "continuous.json").read_text())
+    assert 0 < cont["consistency"]["consistency"] <= 1
+    assert "forward passes per object" in summary["answers"][0]["answer"]
+
+
+def test_shipped_config_loads() -> None:
+    from orient3d.experiments import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "configs" / "continuous.toml")
+    runs = {r.name: r.config.train.mode for r in expand_runs(spec)}
+    assert spec.kind == "continuous" and set(runs.values()) == {"single", "continuous"}

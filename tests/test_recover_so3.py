@@ -1,0 +1,39 @@
+"""`orient3d recover --rotations so3`: continuous pose recovery merged into recover.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orient3d import runs
+from orient3d.cli import main
+from train_helpers import TINY
+
+
+def test_recover_so3_merges_into_recover_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = [f"--{o}" for o in TINY] + [f"--data.cache_dir={tmp_path / 'cache'}", "--train.epochs=1"]
+    assert main(["train", "--out", str(run), *args]) == 0
+    assert main(["recover", str(run), "--n", "4"]) == 0  # the cube recovery first
+    cube = runs.read_json(run / "recover.json")
+    so3 = ["recover", str(run), "--rotations", "so3", "--n", "3", "--steps", "2"]
+    small = ["--top-k", "2", "--levels", "1"]
+    assert main([*so3, "--method", "gradient", "--method", "grid-refine", *small]) == 0
+    out = runs.read_json(run / "recover.json")
+    assert {k: v for k, v in out.items() if k != "so3"} == cube  # existing keys kept
+    assert set(out["so3"]) == {"gradient", "grid-refine"}
+    r = out["so3"]["grid-refine"]
+    assert 0 <= r["success_rate"] <= 1 and r["n"] == 3
+    assert r["forward_passes"] == 96 + 2 * 27 + 3  # grid, one subdivision, steps + 1
+    assert "grid-refine" in capsys.readouterr().out
+    assert main([*so3, "--method", "cube-start"]) == 0  # later methods are merged in
+    assert set(runs.read_json(run / "recover.json")["so3"]) == {
+        "gradient",
+        "grid-refine",
+        "cube-start",
+    }
+    assert main(["recover", str(run), "--n", "4"]) == 0  # the cube path keeps "so3"
+    assert "so3" in runs.read_json(run / "recover.json")
