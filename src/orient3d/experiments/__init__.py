@@ -10,8 +10,8 @@ verdicts, one-sentence answers, report sections), ``out/figures/*.png`` and
 - ``recover``: recovery accuracy of single-orientation models per latent size;
 - ``search_modes`` (question 2): oracle, augmented and search (hard, soft) at one
   latent size: curves, consistency and usage of the canonical poses, pictures;
-- ``canonical`` (issue 8, :mod:`.canonical`): what makes one canonical pose emerge.
-- ``continuous`` (issue 6, :mod:`.continuous`): SO(3) pose error against method,
+- ``canonical`` (:mod:`.canonical`): what makes one canonical pose emerge.
+- ``continuous`` (:mod:`.continuous`): SO(3) pose error against method,
   and the canonical pose of continuous search training.
 
 A new kind is a module with a ``KIND`` (:class:`~.common.Kind`) listed in

@@ -1,4 +1,4 @@
-"""Issue 8: does a search-trained VAE learn one canonical pose, and what makes it?
+"""Does a search-trained VAE learn one canonical pose, and what makes it?
 
 Runs: named variants × seeds, by default the orientation prior of the search
 (``search.prior``: ``uniform``, ``learned``, ``class`` = one prior per class, an
