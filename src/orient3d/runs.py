@@ -163,8 +163,9 @@ def checkpoint_path(run: str | Path, which: str = "last") -> Path:
 
 
 # Keys that may differ between a run's config.toml and a resume of it (they
-# change how fast a run goes, not its numbers).
-RUNTIME_KEYS = ("train.threads", "train.progress", "train.eval_batch_size")
+# change how fast a run goes, not its numbers; train.device: a parallel sweep may
+# resume a run on another card, cuda:1 instead of cuda:0).
+RUNTIME_KEYS = ("train.threads", "train.progress", "train.eval_batch_size", "train.device")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -197,11 +198,13 @@ class Scalars:
     epochs it redoes twice.
     """
 
-    def __init__(self, run: str | Path, start_epoch: int = 0) -> None:
+    def __init__(self, run: str | Path, start_epoch: int = 0, enabled: bool = True) -> None:
+        self.writer: Any = None
+        if not enabled:  # (the ranks other than 0 of a distributed run)
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            self.writer = None
             return
         self.writer = SummaryWriter(log_dir=str(Path(run) / "tb"), purge_step=start_epoch + 1)
 

@@ -26,16 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from orient3d import __version__, groups, runs
+from orient3d import __version__, distributed, groups, runs
 from orient3d.config import Config, TrainConfig, to_dict
 from orient3d.data import VoxelSet
-from orient3d.devices import (
-    autocast,
-    check_precision,
-    resolve_device,
-    resolve_precision,
-    set_threads,
-)
+from orient3d.devices import autocast, check_precision, resolve_precision, set_threads
+from orient3d.distributed import Dist
 from orient3d.errors import DataError, RunError
 from orient3d.evaluate import DEFAULT_PROTOCOL, evaluate, load_run, summary
 from orient3d.model import VAE
@@ -89,6 +84,9 @@ class _State:
     mode: Mode
     data_gen: torch.Generator  # CPU: batch order, rotations, the mode's draws
     noise_gen: torch.Generator  # on the device: z ~ q(z|x)
+    forward: torch.nn.Module  # the step's forward (distributed.ShardForward, in DDP if several)
+    dist: Dist = field(default_factory=Dist)  # this rank's place (one process: 0 of 1)
+    mode_gen: torch.Generator | None = None  # the mode's draws when per rank (DDP)
     epoch: int = 0  # epochs completed
     best: float = math.inf  # best test neg ELBO so far
     best_epoch: int = 0
@@ -123,9 +121,12 @@ class _State:
         self.noise_gen.set_state(s["noise_gen"].cpu())
         self.epoch, self.best, self.best_epoch = s["epoch"], s["best"], s["best_epoch"]
         self.stale, self.stopped = s["stale"], s["stopped"]
+        gens = s.get("mode_gens")
+        if self.mode_gen is not None and gens is not None and len(gens) == self.dist.world:
+            self.mode_gen.set_state(gens[self.dist.rank].cpu())
 
 
-def _build_state(cfg: Config, train_set: VoxelSet, device: torch.device) -> _State:
+def _build_state(cfg: Config, train_set: VoxelSet, device: torch.device, dist: Dist) -> _State:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = VAE(cfg.model, cfg.data.res)
@@ -140,14 +141,18 @@ def _build_state(cfg: Config, train_set: VoxelSet, device: torch.device) -> _Sta
     )
     data_gen = torch.Generator().manual_seed(cfg.seed)
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    mode_gen = distributed.mode_generator(cfg.seed, dist, data_gen)
     return _State(
         model=model,
         optimizer=opt,
         scheduler=_SCHEDULES[t.lr_schedule](opt, t),
         scaler=torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"),
-        mode=get_mode(t.mode)(cfg, train_set, data_gen),
+        mode=get_mode(t.mode)(cfg, train_set, mode_gen),
         data_gen=data_gen,
         noise_gen=noise_gen,
+        forward=distributed.wrap_model(model, dist, device),
+        dist=dist,
+        mode_gen=None if mode_gen is data_gen else mode_gen,
         extra={"config": to_dict(cfg), "version": __version__},
     )
 
@@ -164,20 +169,30 @@ def _diverged(what: str, epoch: int, step: int, out: Path, st: _State) -> Traini
     )
 
 
-def _step(st: _State, cfg: Config, x: Tensor, idx: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-    """One SGD step on the uint8 batch ``x`` (B, D, D, D); returns (loss, grad norm)."""
+def _step(
+    st: _State, cfg: Config, voxels: Tensor, idx: Tensor, epoch: int
+) -> tuple[Tensor, Tensor]:
+    """One SGD step on the objects ``idx`` (B,) of the global batch; returns (loss, grad norm).
+
+    Under DDP every rank draws the whole batch's rotations and noise and trains
+    its slice (``orient3d.distributed``)."""
     group, t = groups.cube_group(), cfg.train
-    b = x.shape[0]
+    b = idx.shape[0]
     g = torch.zeros(b, dtype=torch.long)
     if st.mode.rotate_inputs:
         g = torch.randint(len(group), (b,), generator=st.data_gen)
+    idx_all, part = idx, st.dist.shard(b)
+    idx, g = idx[part], g[part]
+    x = voxels[idx.to(voxels.device)]  # (b, D, D, D) uint8, b = B / world
+    if st.mode.rotate_inputs:
         x = groups.rotate(x, group, g)
-    x_shown = x.float()  # (B, D, D, D)
+    x_shown = x.float()  # (b, D, D, D)
     prep = st.mode.prepare(st.model, x_shown, g.to(x.device), idx, epoch)
+    k = prep.x.shape[0] // max(1, idx.shape[0])  # rows per sample
+    rows = slice(k * part.start, k * part.stop)
     with autocast(x.device, t.precision):
-        out = st.model(prep.x, generator=st.noise_gen)
-    w = prep.weight
-    loss = out.neg_elbo.mean() if w is None else (w * out.neg_elbo).sum() / b
+        out = st.forward(prep.x, st.noise_gen, rows, k * b)
+    loss = distributed.shard_loss(out.neg_elbo, prep.weight, b, st.dist)
     st.optimizer.zero_grad(set_to_none=True)
     st.scaler.scale(loss).backward()
     st.scaler.unscale_(st.optimizer)
@@ -187,7 +202,8 @@ def _step(st: _State, cfg: Config, x: Tensor, idx: Tensor, epoch: int) -> tuple[
         torch.nn.utils.clip_grads_with_norm_(params, t.grad_clip, norm)
     st.scaler.step(st.optimizer)
     st.scaler.update()
-    return loss.detach(), norm.detach()
+    distributed.sync_mode_step(st.mode, idx_all, st.dist)
+    return st.dist.mean(loss.detach()), norm.detach()
 
 
 def _train_epoch(
@@ -202,7 +218,7 @@ def _train_epoch(
     total, norms, t0 = 0.0, 0.0, time.perf_counter()
     for step in range(1, steps + 1):
         idx = perm[(step - 1) * bs : step * bs]
-        loss, norm = _step(st, cfg, voxels[idx.to(voxels.device)], idx, epoch)
+        loss, norm = _step(st, cfg, voxels, idx, epoch)
         value = float(loss)
         if not math.isfinite(value):
             raise _diverged("the loss", epoch, step, out, st)
@@ -222,10 +238,13 @@ def _end_epoch(
     st: _State, cfg: Config, test_set: VoxelSet, epoch: int, loss: float, speed: float
 ) -> dict[str, Any]:
     """Evaluate, step the schedule and the early-stopping counter; the metrics record."""
+    distributed.sync_mode_epoch(st.mode, st.dist)
     extras = st.mode.end_epoch(epoch)
     protocol = DEFAULT_PROTOCOL[cfg.train.mode]
-    ev = summary(
-        evaluate(st.model, test_set, cfg, protocol=protocol, canonicalize=st.mode.canonicalize)
+    ev = st.dist.on_main(  # rank 0 evaluates, the others wait for its numbers
+        lambda: summary(
+            evaluate(st.model, test_set, cfg, protocol=protocol, canonicalize=st.mode.canonicalize)
+        )
     )
     lr = st.optimizer.param_groups[0]["lr"]
     st.scheduler.step()
@@ -244,11 +263,15 @@ def _end_epoch(
 
 
 def _save(st: _State, cfg: Config, out: Path, epoch: int) -> None:
-    state = st.state_dict()
-    if st.best_epoch == epoch:
-        runs.save_checkpoint(runs.checkpoint_path(out, "best"), state)
-    if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs or st.stopped:
-        runs.save_checkpoint(runs.checkpoint_path(out, "last"), state)
+    """Rank 0 writes the checkpoints (with every rank's mode generator); the others wait."""
+    gens = st.dist.gather(st.mode_gen.get_state()) if st.mode_gen is not None else None
+    if st.dist.main:
+        state = st.state_dict() if gens is None else {**st.state_dict(), "mode_gens": gens}
+        if st.best_epoch == epoch:
+            runs.save_checkpoint(runs.checkpoint_path(out, "best"), state)
+        if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs or st.stopped:
+            runs.save_checkpoint(runs.checkpoint_path(out, "last"), state)
+    st.dist.barrier()
 
 
 def _open_run(
@@ -260,16 +283,21 @@ def _open_run(
     force: bool,
     command: str | None,
 ) -> None:
-    """Start the run folder, or restore ``st`` from its last checkpoint."""
+    """Start the run folder (rank 0), or restore ``st`` from its last checkpoint (every rank)."""
     if not resume:
-        meta = runs.make_meta(command, str(device))
-        meta["precision"] = resolve_precision(device, cfg.train.precision)
-        runs.prepare_new_run(out, cfg, meta, force)
+        if st.dist.main:
+            meta = runs.make_meta(command, str(device))
+            meta["precision"] = resolve_precision(device, cfg.train.precision)
+            meta["world_size"] = st.dist.world
+            runs.prepare_new_run(out, cfg, meta, force)
+        st.dist.barrier()
         return
     runs.check_same_config(runs.read_run_config(out), cfg)
     last = runs.checkpoint_path(out, "last")
     if last.exists():
         st.load_state_dict(runs.load_checkpoint(last, device))
+    if not st.dist.main:
+        return
     runs.truncate_jsonl(out / runs.METRICS, st.epoch)
     meta = runs.read_json(out / runs.META)
     meta.setdefault("resumed", []).append(
@@ -315,15 +343,17 @@ def fit(
     :class:`TrainingDiverged` on a NaN/inf loss or gradient.
     """
     out = Path(out)
-    device = resolve_device(cfg.train.device)
+    dist, device = distributed.setup(cfg.train.device)  # under torchrun: joins the group
     check_precision(device, cfg.train.precision)
     set_threads(cfg.train.threads)
     _check_data(cfg, train_set, test_set)
-    st = _build_state(cfg, train_set, device)
+    distributed.check_batches(len(train_set), cfg.train.batch_size, dist)
+    st = _build_state(cfg, train_set, device, dist)
     _open_run(st, cfg, out, device, resume, force, command)
     log.info("%s: %s", out, _describe(cfg, device, train_set, test_set))
     voxels = train_set.voxels.to(device)  # (N, D, D, D) uint8, indexed per batch
-    writer = runs.Scalars(out, st.epoch)
+    writer = runs.Scalars(out, st.epoch, enabled=dist.main)  # rank 0 alone writes
+    progress = progress if dist.main else None
     try:
         while st.epoch < cfg.train.epochs and not st.stopped:
             epoch, t0 = st.epoch + 1, time.perf_counter()
@@ -331,9 +361,11 @@ def fit(
             record = _end_epoch(st, cfg, test_set, epoch, loss, speed)
             record["grad_norm"] = norm  # mean before clipping
             record["seconds"] = time.perf_counter() - t0
-            runs.append_jsonl(out / runs.METRICS, record)
+            if dist.main:
+                runs.append_jsonl(out / runs.METRICS, record)
             _save(st, cfg, out, epoch)
-            _log_epoch(cfg, record, writer)
+            if dist.main:
+                _log_epoch(cfg, record, writer)
     finally:
         writer.close()
     return _finish(st, cfg, test_set, out, device)
@@ -351,7 +383,13 @@ def _log_epoch(cfg: Config, record: dict[str, Any], writer: runs.Scalars) -> Non
 def _finish(
     st: _State, cfg: Config, test_set: VoxelSet, out: Path, device: torch.device
 ) -> dict[str, Any]:
-    """Evaluate the best checkpoint and write results.json."""
+    """Evaluate the best checkpoint and write results.json (rank 0; every rank returns it)."""
+    return st.dist.on_main(lambda: _results(st, cfg, test_set, out, device))
+
+
+def _results(
+    st: _State, cfg: Config, test_set: VoxelSet, out: Path, device: torch.device
+) -> dict[str, Any]:
     best = runs.checkpoint_path(out, "best")
     if best.exists():
         st.model.load_state_dict(runs.load_checkpoint(best, device)["model"])
@@ -401,8 +439,12 @@ def train(
     force: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Load ``cfg.data`` and run (or resume) :func:`fit`; returns results.json's dict."""
-    train_set, test_set = load_data(cfg)
+    """Load ``cfg.data`` and run (or resume) :func:`fit`; returns results.json's dict.
+
+    Under ``torchrun`` every rank trains a replica (``orient3d.distributed``)."""
+    dist, _ = distributed.setup(cfg.train.device)
+    with distributed.main_first(dist):  # rank 0 fills the data cache, then the others read it
+        train_set, test_set = load_data(cfg)
     return fit(
         cfg,
         train_set,

@@ -9,8 +9,12 @@ overrides apply on top of it. RUN receives config.toml, meta.json,
 metrics.jsonl (one line per epoch), results.json, checkpoints/ and tb/. A
 non-empty RUN is refused unless --force. A resumed run reaches exactly the
 metrics of an uninterrupted one (on the same machine and threads); overrides on
-resume may only change train.threads, train.progress and train.eval_batch_size.
-Progress bars show on a terminal unless --train.progress=false.
+resume may only change train.threads, train.progress, train.eval_batch_size and
+train.device. Progress bars show on a terminal unless --train.progress=false.
+
+Several processes (DistributedDataParallel; train.batch_size is the global batch,
+split over the processes; rank 0 writes RUN):
+  torchrun --standalone --nproc-per-node 4 -m orient3d train CONFIG --out RUN
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orient3d import runs
+from orient3d import distributed, runs
 from orient3d.config import apply_overrides, load_config
 from orient3d.devices import tune_allocator
 from orient3d.errors import ConfigError
@@ -78,6 +82,8 @@ def main(args: argparse.Namespace) -> int:
     from orient3d.train import train
 
     tune_allocator()
+    if not distributed.from_env().main:  # under torchrun, rank 0 alone reports
+        logging.getLogger("orient3d").setLevel(logging.WARNING)
     if args.resume:
         if args.config or args.out not in (None, args.resume):
             raise ConfigError("--resume RUN takes no CONFIG and no other --out")
@@ -100,6 +106,9 @@ def main(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+        distributed.shutdown()
+    if not distributed.from_env().main:
+        return 0
     keys = ("test_mse", "test_iou", "test_bce", "test_neg_elbo")
     print(f"{out}: {result['protocol']}, best epoch {result['best_epoch']}/{result['epochs_run']}")
     print("  ".join(f"{k} {result[k]:.5g}" for k in keys))
