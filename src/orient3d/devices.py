@@ -116,7 +116,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
 def tune_allocator() -> bool:
-    """Keep freed memory in glibc's heap instead of unmapping it (PERFORMANCE.md, lever 1).
+    """Keep freed memory in glibc's heap instead of unmapping it.
 
     The same as starting with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``:
     large tensors stop being mapped and unmapped on every step (millions of page

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from orient3d import __version__
+from orient3d.devices import tune_allocator
 from orient3d.errors import Orient3dError
 
 # name -> module; the order is the order of ``orient3d --help``.
@@ -64,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*getattr(args, "overrides", []), *extra]
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s")
+    # Before any large tensor exists: keep freed memory in the heap (see devices).
+    tune_allocator()
     try:
         return int(args._main(args) or 0)
     except Orient3dError as err:

@@ -28,12 +28,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orient3d.devices import tune_allocator
     from orient3d.experiments.demo import run_demo
 
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
-    tune_allocator()
     res = run_demo(
         Path(args.out),
         tiny=args.tiny,

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from orient3d import runs
-from orient3d.devices import resolve_device, tune_allocator
+from orient3d.devices import resolve_device
 from orient3d.evaluate import DEFAULT_PROTOCOL, PROTOCOLS, evaluate, load_run
 
 _COLUMNS = ("test_mse", "test_iou", "test_bce", "test_tpr", "test_tnr", "test_neg_elbo")
@@ -45,7 +45,6 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 def main(args: argparse.Namespace) -> int:
     from orient3d.train import get_mode, load_data
 
-    tune_allocator()
     cfg0 = runs.read_run_config(args.run)
     device = resolve_device(args.device or cfg0.train.device)
     cfg, model = load_run(args.run, str(device))

@@ -46,12 +46,10 @@ def print_answers(summary: dict[str, object], out: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orient3d.devices import tune_allocator
     from orient3d.experiments import run_experiment
 
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
-    tune_allocator()
     out = Path(args.out)
     summary = run_experiment(
         args.config,

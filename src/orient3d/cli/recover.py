@@ -28,7 +28,7 @@ import torch
 
 from orient3d import pose, runs
 from orient3d.data import VoxelSet
-from orient3d.devices import resolve_device, tune_allocator
+from orient3d.devices import resolve_device
 from orient3d.evaluate import load_run
 from orient3d.model import VAE
 from orient3d.recover import recover, recovery_table
@@ -90,7 +90,6 @@ def so3_table(result: dict[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     from orient3d.train import load_data
 
-    tune_allocator()
     cfg0 = runs.read_run_config(args.run)
     device = resolve_device(args.device or cfg0.train.device)
     cfg, model = load_run(args.run, str(device))

@@ -28,7 +28,6 @@ from typing import Any
 
 from orient3d import distributed, runs
 from orient3d.config import apply_overrides, load_config
-from orient3d.devices import tune_allocator
 from orient3d.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,6 @@ def _command_line(args: argparse.Namespace) -> str:
 def main(args: argparse.Namespace) -> int:
     from orient3d.train import train
 
-    tune_allocator()
     if not distributed.from_env().main:  # under torchrun, rank 0 alone reports
         logging.getLogger("orient3d").setLevel(logging.WARNING)
     if args.resume:
