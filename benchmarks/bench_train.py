@@ -227,7 +227,8 @@ def _verdict(rel: float) -> str:
         return (
             "bf16 moves the test MSE by less than 1%, so `train.precision` defaults to `auto`: "
             "bf16 where the hardware computes it natively (CUDA, CPUs with AVX512-BF16/AMX; "
-            "about 1.4× faster training per PERFORMANCE.md), fp32 elsewhere. " + here
+            "about 1.4× faster training where measured on a CPU with native bf16), "
+            "fp32 elsewhere. " + here
         )
     return (
         f"bf16 moves the test MSE by {rel:.1%} (over 1%): use `train.precision=fp32` for "

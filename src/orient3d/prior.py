@@ -2,7 +2,7 @@
 
 With a uniform prior over orientations (the seed's model) the ELBO of an object
 does not depend on which pose the other objects take, so nothing pushes the
-objects towards one canonical pose (DESIGN.md, "Three facts"). A categorical prior
+objects towards one canonical pose. A categorical prior
 ``p(h)`` over the ``G`` poses adds ``log p(h)`` to each object's ELBO; maximized
 jointly over ``p`` it is the log-likelihood of the chosen poses, which is highest
 when they agree. The search then minimizes ``L_r(x) - log p(h)`` instead of

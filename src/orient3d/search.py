@@ -1,6 +1,6 @@
 """Orientation search: score every rotation of a batch in one pass, then choose.
 
-Notation (DESIGN.md): an object in its ground-truth pose ``c`` is shown as
+Notation (as in the package docstring): an object in its ground-truth pose ``c`` is shown as
 ``x = g·c``. The model brings ``x`` back to its own frame with ``r⁻¹·x``; the score
 of element ``r`` is the negative ELBO of that grid,
 

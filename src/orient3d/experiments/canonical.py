@@ -9,7 +9,7 @@ data, model, epochs and search (configs/canonical.toml).
 Measured per run (:func:`pose_analysis` → ``RUN/canonical_pose.json``), on every
 test object in its stored pose: the search's hard choice ``r`` (exhaustive over
 O, encoder mean, scores alone: ``g`` is unknown at test time, so no prior), the
-canonical pose ``h = r⁻¹`` (view-independent: DESIGN.md, "Three facts"); global
+canonical pose ``h = r⁻¹`` (independent of the view for an exact search); global
 and per-class consistency (modulo symmetry), usage entropy, upright agreement
 (:mod:`orient3d.metrics.upright`), and the picture of each class's first
 objects in their canonical poses. From ``metrics.jsonl``: ``changed_frac`` of

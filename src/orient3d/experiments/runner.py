@@ -11,7 +11,7 @@ A finished or interrupted run whose ``config.toml`` differs from the one asked f
 is an error naming the differing keys (never silently mixed). A run may instead be
 taken from another experiment folder (``reuse``) when it has finished there with
 the same name and config. With ``workers > 1`` independent runs train side by side
-in spawned processes with one torch thread each (PERFORMANCE.md: two one-thread
+in spawned processes with one torch thread each (on CPUs two one-thread
 processes beat one two-thread process); every run draws only from its own seed,
 so its numbers are those of the same run trained alone with one torch thread
 (``train.threads=1``; other thread counts change float sums in the last bits).
@@ -118,7 +118,7 @@ _SHARED: dict[int, ProcessPoolExecutor] = {}  # workers -> the pool of a shared_
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
-    """``workers`` spawned one-thread processes with the tuned allocator (PERFORMANCE.md)."""
+    """``workers`` spawned one-thread processes with the tuned allocator."""
     env = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "2147483647"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: os.environ.get(k, v) for k, v in env.items()})  # children inherit

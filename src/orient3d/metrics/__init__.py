@@ -1,7 +1,7 @@
 """Measured answers about a learned canonical pose: one module per metric.
 
 Every metric is a pure function over arrays (numpy arrays or torch tensors) and
-returns a dict. Notation (DESIGN.md): an object with ground-truth pose ``c`` is
+returns a dict. Notation (as in the package docstring): an object with ground-truth pose ``c`` is
 shown as ``x = g·c``; the model picks ``r``; its canonical frame is
 ``h = r⁻¹g`` (:func:`canonical_pose`). ``stab_mask`` ``(N, G)`` is the
 stabilizer mask of ``c`` (``groups.stabilizer_mask``); predictions count right

@@ -1,6 +1,6 @@
 """Shared helpers of the orientation metrics: array conversion and symmetry cosets.
 
-Notation (see DESIGN.md): an object with ground-truth pose ``c`` is shown as
+Notation (as in the package docstring): an object with ground-truth pose ``c`` is shown as
 ``x = g·c``; the model picks ``r``; its canonical frame is ``h = r⁻¹g`` and its
 canonical grid is ``h·c``. ``stab_mask`` is the stabilizer mask of ``c`` (the
 object in its ground-truth pose), ``(N, G)`` bool. Two canonical poses are the

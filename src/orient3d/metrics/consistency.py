@@ -1,6 +1,6 @@
 """Consistency of a learned canonical pose: per instance, per class, over all objects.
 
-Notation (DESIGN.md): object ``i`` with ground-truth pose ``c_i`` is shown as
+Notation (as in the package docstring): object ``i`` with ground-truth pose ``c_i`` is shown as
 ``g·c_i``; the model picks ``r``, so its canonical frame is ``h = r⁻¹g``
 (:func:`orient3d.metrics.canonical_pose`) and its canonical grid is ``h·c_i``.
 

@@ -1,6 +1,6 @@
 """Per-object reconstruction metrics of Bernoulli voxel probabilities.
 
-Measured on the input as given (DESIGN.md): pass the probabilities already
+Measured on the input as given: pass the probabilities already
 rotated back into the input's frame when the model searched over rotations.
 """
 
