@@ -289,7 +289,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     """Parse an override's value as TOML (``3``, ``1e-3``, ``true``, ``[1, 2]``), else a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -315,21 +315,25 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
         if parts[-1] not in node or isinstance(node[parts[-1]], dict):
             valid = ", ".join(_valid_keys(Config))
             raise ConfigError(f"unknown config key {key}; valid keys: {valid}")
-        node[parts[-1]] = _parse_value(raw)
+        node[parts[-1]] = parse_value(raw)
     return from_dict(Config, data)
+
+
+def read_toml(path: Path, what: str = "file") -> dict[str, Any]:
+    """The parsed TOML file, or one :class:`ConfigError` naming it and what is wrong."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read a TOML config (or the defaults when ``path`` is None) and apply overrides."""
-    data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: config file not found") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{p}: not valid TOML: {err}") from None
+        data = read_toml(p, "config file")
         try:
             cfg = from_dict(Config, data)
         except ConfigError as err:

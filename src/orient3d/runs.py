@@ -103,7 +103,7 @@ def read_json(path: str | Path) -> Any:
         return json.loads(p.read_text())
     except FileNotFoundError:
         raise RunError(f"{p}: not found") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunError(f"{p}: not valid JSON: {err}") from None
 
 

@@ -8,7 +8,6 @@ tested with fake ones.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -20,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from orient3d.config import Config
-from orient3d.errors import RunError
 from orient3d.experiments.spec import ExperimentSpec, RunSpec
+from orient3d.runs import read_json, read_jsonl
 from orient3d.stats import Comparison, compare_groups, mean_ci
 
 __all__ = [
@@ -74,32 +73,6 @@ class Kind:
     analysis_output: str = ""  # the run file ``analyze`` writes (present: nothing to do)
 
 
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise RunError(f"{path}: not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunError(f"{path}: not valid JSON: {err}") from None
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    lines = path.read_text().splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:  # a torn last line of a killed run
-                break
-            raise RunError(f"{path}:{i + 1}: not valid JSON") from None
-    return out
-
-
 def load_record(
     path: Path, params: Mapping[str, Any], exp_dir: Path, extra_files: Iterable[str] = ()
 ) -> RunRecord:
@@ -118,7 +91,7 @@ def load_record(
         params=dict(params),
         config=read_run_config(path),
         results=read_json(path / "results.json"),
-        metrics=_read_jsonl(path / "metrics.jsonl"),
+        metrics=read_jsonl(path / "metrics.jsonl"),
         extra=extra,
     )
 

@@ -27,19 +27,13 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orient3d.config import Config, apply_overrides, from_dict, to_dict
+from orient3d.config import Config, apply_overrides, from_dict, parse_value, read_toml, to_dict
 from orient3d.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["ExperimentSpec", "RunSpec", "expand_runs", "load_spec", "spec_from_dict"]
 
@@ -77,14 +71,6 @@ def _dotted_items(table: Mapping[str, Any], where: str) -> tuple[tuple[str, Any]
     return tuple((str(k), v) for k, v in table.items())
 
 
-def _parse_value(text: str) -> Any:
-    """An override's value as TOML (``3``, ``true``, ``[1, 2]``), else the string itself."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def _variant_items(name: str, value: Any) -> tuple[tuple[str, Any], ...]:
     if isinstance(value, Mapping):
         return _dotted_items(value, f"variants.{name}")
@@ -95,7 +81,7 @@ def _variant_items(name: str, value: Any) -> tuple[tuple[str, Any], ...]:
             if "=" not in t:
                 raise ConfigError(f"variants.{name}: {text!r} is not of the form key=value")
             key, raw = t.split("=", 1)
-            items.append((key, _parse_value(raw)))
+            items.append((key, parse_value(raw)))
         return tuple(items)
     raise ConfigError(f"variants.{name}: expected a table or a list of 'key=value' strings")
 
@@ -152,12 +138,7 @@ def spec_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Ex
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentSpec:
     """Read an experiment TOML; ``overrides`` (``--data.source=PATH``) apply to ``[base]``."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: experiment file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{p}: not valid TOML: {err}") from None
+    data = read_toml(p, "experiment file")
     try:
         return spec_from_dict(data, overrides)
     except ConfigError as err:
