@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from _sections import write_section
 from orient3d.config import Config, apply_overrides
 from orient3d.continuous_mode import canonical_consistency, search_options
 from orient3d.data import VoxelSet, train_test
@@ -203,18 +204,6 @@ def markdown(args: argparse.Namespace, rows: list[str], runs: dict[str, Run], t:
             "",
         ]
     )
-
-
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    start = old.find(HEADING)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + 1)
-        new = old[:start] + text.rstrip("\n") + "\n" + ("" if end < 0 else "\n" + old[end + 1 :])
-    path.write_text(new)
 
 
 def main() -> int:

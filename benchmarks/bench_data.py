@@ -13,9 +13,9 @@ with a trivial stabilizer in O.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _sections import write_section
 from orient3d import groups, render
 from orient3d.data import generate, load_dataset
 from orient3d.data.arrays import trivial_fraction
@@ -119,26 +120,16 @@ def to_markdown(rows: list[tuple[str, str]], fractions: dict[str, dict[str, floa
     return "\n".join(lines)
 
 
-def update_benchmarks(section: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace the "## Data" section of ``path`` (or append it), keeping the rest."""
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Data\n.*?(?=^## |\Z)", re.S | re.M)
-    body = section.rstrip() + "\n\n"
-    if pattern.search(text):
-        text = pattern.sub(lambda _: body, text, count=1)
-    else:
-        text = text.rstrip() + "\n\n" + body
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text.rstrip() + "\n")
-    os.replace(tmp, path)  # other scripts write other sections: never a half-written file
-
-
 def main() -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--no-write", action="store_true", help="print only")
+    args = p.parse_args()
     torch.set_num_threads(1)
     rows, fractions = measure()
     section = to_markdown(rows, fractions)
     print(section)
-    update_benchmarks(section)
+    if not args.no_write:
+        write_section(section)
     return 0
 
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from _sections import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Demo"
@@ -92,17 +93,6 @@ def section(wall: float, out: Path, workers: int, tiny: bool, load: float) -> st
     return "\n".join(lines) + "\n"
 
 
-def update_benchmarks(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace the "## Demo" section of ``path`` (or append it), keeping the rest."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: text + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=2)
@@ -117,7 +107,7 @@ def main() -> None:
         text = section(wall, out, args.workers, args.tiny, load)
     print(text)
     if not args.no_write:
-        update_benchmarks(text)
+        write_section(text)
 
 
 if __name__ == "__main__":

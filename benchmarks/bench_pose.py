@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from _sections import write_section
 from orient3d import pose, so3
 from orient3d.config import Config, apply_overrides
 from orient3d.evaluate import load_run
@@ -168,17 +168,6 @@ def _section(
     return "\n".join(lines)
 
 
-def _write(section: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     torch.set_num_threads(args.threads)
@@ -217,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=1))
     print(section)
     if not args.no_write:
-        _write(section)
+        write_section(section)
     return 0
 
 

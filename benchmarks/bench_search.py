@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from _sections import write_section
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet, train_test
 from orient3d.devices import native_bf16, tune_allocator
@@ -361,18 +362,6 @@ def markdown(args: argparse.Namespace, rows: list[list[str]], extra: dict[str, A
             "",
         ]
     )
-
-
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    start = old.find("## Search")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + 1)
-        new = old[:start] + text.rstrip("\n") + "\n" + ("" if end < 0 else "\n" + old[end + 1 :])
-    path.write_text(new)
 
 
 def main() -> int:

@@ -29,10 +29,12 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from _sections import write_section
 from orient3d import train
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet
 from orient3d.devices import native_bf16, tune_allocator
+from orient3d.distributed import Dist
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = min(2, os.cpu_count() or 1)
@@ -80,7 +82,7 @@ def worker(res: int, precision: str, threads: int, budget: float) -> dict[str, A
         [f"data.res={res}", "train.batch_size=64", f'train.precision="{precision}"'],
     )
     data = _random_set(64, res)
-    st = train._build_state(cfg, data, torch.device("cpu"))
+    st = train._build_state(cfg, data, torch.device("cpu"), Dist())  # one process
     idx = torch.arange(64)
     t0 = time.perf_counter()
     with FlopCounterMode(display=False) as counter:
@@ -234,19 +236,6 @@ def _verdict(rel: float) -> str:
         f"bf16 moves the test MSE by {rel:.1%} (over 1%): use `train.precision=fp32` for "
         "comparisons; `auto` still picks bf16 where native. " + here
     )
-
-
-def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace the "## Training" section (up to the next "## ") or append it."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    start = old.find("## Training\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + 1)
-        rest = old[end + 1 :] if end >= 0 else ""
-        new = old[:start] + text.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
-    path.write_text(new)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from _sections import write_section
 from orient3d import groups, runs
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet, train_test
@@ -141,19 +142,6 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"| {r['agree']:.1%} | {r['agree_sym']:.1%} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_section(text: str) -> None:
-    """Replace only this script's section of BENCHMARKS.md (or append it)."""
-    path = ROOT / "BENCHMARKS.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    start = old.find(HEADING + "\n")
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + 1)
-        new = old[:start] + text.rstrip("\n") + "\n" + ("" if end < 0 else "\n" + old[end + 1 :])
-    path.write_text(new)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
