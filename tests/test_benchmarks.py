@@ -49,7 +49,7 @@ SMOKE = {
     ],
     "bench_continuous.py": [
         "--epochs",
-        "2",
+        "3",
         "--n-train",
         "16",
         "--n-test",
