@@ -22,22 +22,19 @@ import argparse
 import platform
 import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from _sections import write_section
-from orient3d.config import Config, apply_overrides
+from _side_by_side import Run, make_run, train_epoch
 from orient3d.continuous_mode import canonical_consistency, search_options
 from orient3d.data import VoxelSet, train_test
 from orient3d.devices import tune_allocator
 from orient3d.evaluate import evaluate, so3_eval_rotations
-from orient3d.groups import cube_group, rotate
+from orient3d.groups import cube_group
 from orient3d.model import VAE
 from orient3d.pose_search import search
-from orient3d.train import get_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Continuous search training"
@@ -76,52 +73,6 @@ def variants(epochs: int, warmup: int) -> dict[str, list[str]]:
     }
 
 
-@dataclass
-class Run:
-    name: str
-    cfg: Config
-    model: VAE
-    opt: torch.optim.Optimizer
-    mode: Any
-    data_gen: torch.Generator
-    noise_gen: torch.Generator
-    seconds: list[float] = field(default_factory=list)
-    extras: list[dict[str, Any]] = field(default_factory=list)
-
-
-def make_run(name: str, overrides: list[str], epochs: int, train: VoxelSet) -> Run:
-    cfg = apply_overrides(Config(), [*BASE, f"train.epochs={epochs}", *overrides])
-    torch.manual_seed(cfg.seed)
-    model = VAE(cfg.model, cfg.data.res).use_channels_last()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    mode = get_mode(cfg.train.mode)(cfg, train, torch.Generator().manual_seed(cfg.seed + 7))
-    gens = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
-    return Run(name, cfg, model, opt, mode, *gens)
-
-
-def train_epoch(run: Run, voxels: torch.Tensor, epoch: int) -> float:
-    """One epoch of ``train``'s step (evaluation excluded); returns its wall time."""
-    run.model.train()
-    t0 = time.perf_counter()
-    run.mode.start_epoch(run.model, epoch)
-    n, bs = voxels.shape[0], run.cfg.train.batch_size
-    perm = torch.randperm(n, generator=run.data_gen)
-    for s in range(0, n, bs):
-        idx = perm[s : s + bs]
-        g = torch.zeros(idx.shape[0], dtype=torch.long)
-        if run.mode.rotate_inputs:
-            g = torch.randint(len(O), (idx.shape[0],), generator=run.data_gen)
-        x_shown = rotate(voxels[idx], O, g).float()  # (B, D, D, D)
-        prep = run.mode.prepare(run.model, x_shown, g, idx, epoch)
-        loss = run.model(prep.x, generator=run.noise_gen).neg_elbo.mean()
-        run.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        run.opt.step()
-    seconds = time.perf_counter() - t0
-    run.extras.append(run.mode.end_epoch(epoch))
-    return seconds
-
-
 def final_metrics(run: Run, test: VoxelSet) -> dict[str, float]:
     opt = search_options(run.cfg.continuous)
 
@@ -143,7 +94,7 @@ def final_metrics(run: Run, test: VoxelSet) -> dict[str, float]:
 
 def train_all(args: argparse.Namespace, train: VoxelSet) -> dict[str, Run]:
     vs = variants(args.epochs, args.warmup)
-    runs = {n: make_run(n, ov, args.epochs, train) for n, ov in vs.items()}
+    runs = {n: make_run(n, BASE, ov, args.epochs, train) for n, ov in vs.items()}
     names = list(runs)
     for epoch in range(1, args.epochs + 1):
         k = epoch % len(names)

@@ -32,14 +32,14 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from _sections import write_section
-from orient3d.config import Config, apply_overrides
+from _side_by_side import Run, make_run, train_epoch
+from orient3d.config import Config
 from orient3d.data import VoxelSet, train_test
 from orient3d.devices import native_bf16, tune_allocator
 from orient3d.evaluate import eval_rotations, evaluate
@@ -48,7 +48,6 @@ from orient3d.metrics.consistency import global_consistency
 from orient3d.model import VAE
 from orient3d.recover import recover
 from orient3d.search import canonical_pose, canonicalize, score_orientations
-from orient3d.train import get_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 O = cube_group()
@@ -106,55 +105,6 @@ DEFAULTS_NOTE = (
     "`search.cache=false` gives full search."
 )
 REFERENCE, SEARCH_REF = "augmented (reference)", "full search fp32"
-
-
-@dataclass
-class Run:
-    name: str
-    cfg: Config
-    model: VAE
-    opt: torch.optim.Optimizer
-    mode: Any
-    data_gen: torch.Generator
-    noise_gen: torch.Generator
-    seconds: list[float] = field(default_factory=list)
-    mse: list[float] = field(default_factory=list)
-    extras: list[dict[str, Any]] = field(default_factory=list)
-
-
-def make_run(name: str, overrides: list[str], epochs: int, train: VoxelSet) -> Run:
-    cfg = apply_overrides(Config(), [*BASE, f"train.epochs={epochs}", *overrides])
-    torch.manual_seed(cfg.seed)
-    model = VAE(cfg.model, cfg.data.res).use_channels_last()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    mode = get_mode(cfg.train.mode)(cfg, train, torch.Generator().manual_seed(cfg.seed + 7))
-    gens = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
-    return Run(name, cfg, model, opt, mode, *gens)
-
-
-def train_epoch(run: Run, voxels: torch.Tensor, epoch: int, max_steps: int = 0) -> float:
-    """One epoch of ``train``'s step; returns its wall time (evaluation excluded)."""
-    run.model.train()
-    t0 = time.perf_counter()
-    run.mode.start_epoch(run.model, epoch)
-    n, bs = voxels.shape[0], run.cfg.train.batch_size
-    perm = torch.randperm(n, generator=run.data_gen)
-    for step, s in enumerate(range(0, n, bs)):
-        if max_steps and step >= max_steps:
-            break
-        idx = perm[s : s + bs]
-        g = torch.randint(len(O), (idx.shape[0],), generator=run.data_gen)
-        x_shown = rotate(voxels[idx], O, g).float()  # (B, D, D, D)
-        prep = run.mode.prepare(run.model, x_shown, g, idx, epoch)
-        out = run.model(prep.x, generator=run.noise_gen)
-        w = prep.weight
-        loss = out.neg_elbo.mean() if w is None else (w * out.neg_elbo).sum() / idx.shape[0]
-        run.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        run.opt.step()
-    seconds = time.perf_counter() - t0
-    run.extras.append(run.mode.end_epoch(epoch))
-    return seconds
 
 
 def full_canonicalize(model: VAE, x: torch.Tensor) -> torch.Tensor:
@@ -242,7 +192,7 @@ def ratios(run: Run, ref: Run, first: int) -> tuple[float, float]:
 
 
 def train_all(args: argparse.Namespace, train: VoxelSet, test: VoxelSet) -> tuple[dict, list]:
-    runs = {name: make_run(name, ov, args.epochs, train) for name, ov in VARIANTS.items()}
+    runs = {name: make_run(name, BASE, ov, args.epochs, train) for name, ov in VARIANTS.items()}
     stale_name = "cache, refresh every 4 epochs"
     stale: list[tuple[int, float]] = []
     names = list(runs)
