@@ -6,18 +6,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
 
 from orient3d import runs
 from orient3d.cli import main
 from orient3d.cli.train import TqdmProgress
 from orient3d.config import load_config
+from train_helpers import metric_values
 
 TINY = [
     "--data.res=16",
@@ -28,19 +26,6 @@ TINY = [
     "--train.batch_size=16",
     "--train.threads=1",
 ]
-TIMING = ("seconds", "samples_per_s")
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads() -> Iterator[None]:
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
-def values(run: Path) -> list[dict[str, Any]]:
-    records = runs.read_jsonl(run / "metrics.jsonl")
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
 def test_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,8 +93,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     subprocess.run(_cli("--resume", str(killed)), check=True, timeout=300)
     full = tmp_path / "full"  # uninterrupted, in this process (same threads, same data)
     assert main(["train", "--out", str(full), *common]) == 0
-    assert values(killed) == values(full)
-    assert len(values(full)) == 3
+    assert metric_values(killed) == metric_values(full)
+    assert len(metric_values(full)) == 3
     resumed = runs.read_json(killed / "meta.json").get("resumed", [])
     assert resumed and resumed[0]["epoch"] == done
     a, b = runs.read_json(killed / "results.json"), runs.read_json(full / "results.json")

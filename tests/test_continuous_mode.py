@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -18,21 +17,13 @@ from orient3d.pose_search import turn_back
 from orient3d.train import fit
 from orient3d.transforms import compose, inverse
 from test_search import make_objects, tiny_model
-from train_helpers import tiny_config, tiny_data
+from train_helpers import metric_values, tiny_config, tiny_data
 
 FAST = ("continuous.grid_level=0", "continuous.levels=0", "continuous.precision=fp32")
-TIMING = ("seconds", "samples_per_s")
 
 
 def _cfg(*overrides: str) -> Config:
     return tiny_config("train.mode=continuous", "continuous.warmup_epochs=0", *FAST, *overrides)
-
-
-def _values(run: Path) -> list[dict[str, Any]]:
-    return [
-        {k: v for k, v in r.items() if k not in TIMING}
-        for r in runs.read_jsonl(run / "metrics.jsonl")
-    ]
 
 
 def test_config_and_registration() -> None:
@@ -127,7 +118,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, *data, tmp_path / "cut", progress=stop)
     fit(cfg, *data, tmp_path / "cut", resume=True)
-    assert _values(tmp_path / "cut") == _values(tmp_path / "full")
+    assert metric_values(tmp_path / "cut") == metric_values(tmp_path / "full")
 
 
 def test_canonicalize_returns_poses_as_matrices() -> None:

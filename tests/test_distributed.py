@@ -23,8 +23,8 @@ from orient3d.distributed import Dist, ShardForward
 from orient3d.errors import ConfigError
 from orient3d.model import VAE
 from orient3d.train import train
+from train_helpers import metric_values
 
-TIMING = ("seconds", "samples_per_s")
 # Float sums in another order (DDP's gradient all-reduce, the loss as a sum of
 # two shards) move the parameters by float32 rounding after a few Adam steps.
 RTOL, ATOL = 1e-4, 1e-5
@@ -60,13 +60,6 @@ def _torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess[st
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _values(run: Path) -> list[dict[str, Any]]:
-    return [
-        {k: v for k, v in r.items() if k not in TIMING}
-        for r in runs.read_jsonl(run / "metrics.jsonl")
-    ]
-
-
 def _assert_close(a: Any, b: Any, where: str = "") -> None:
     if isinstance(a, dict):
         assert a.keys() == b.keys(), where
@@ -84,7 +77,7 @@ def _assert_close(a: Any, b: Any, where: str = "") -> None:
 
 
 def _compare_runs(one: Path, two: Path) -> None:
-    _assert_close(_values(one), _values(two))
+    _assert_close(metric_values(one), metric_values(two))
     p1 = runs.load_checkpoint(one / "checkpoints" / "last.pt")["model"]
     p2 = runs.load_checkpoint(two / "checkpoints" / "last.pt")["model"]
     assert p1.keys() == p2.keys()
@@ -223,7 +216,7 @@ def test_parallel_sweep_runs_equal_runs_alone(tmp_path: Path) -> None:
     for overrides, out in tasks:
         alone = tmp_path / f"alone_{Path(out).name}"
         _train_run((overrides, str(alone)))
-        assert _values(Path(out)) == _values(alone)
+        assert metric_values(Path(out)) == metric_values(alone)
 
 
 @pytest.mark.slow

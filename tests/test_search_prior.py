@@ -9,32 +9,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from orient3d.config import Config, apply_overrides
+from orient3d.config import Config
 from orient3d.errors import ConfigError
-from orient3d.groups import cube_group, rotate
+from orient3d.groups import cube_group
 from orient3d.search import SearchMode, canonical_pose, score_orientations
 from test_search import make_objects, tiny_model
+from test_search_mode import _batch as search_batch
+from test_search_mode import _cfg as search_cfg
 
 
 def _cfg(*overrides: str) -> Config:
-    base = [
-        "data.res=16",
-        "model.latent=4",
-        "model.width=4",
-        "train.mode=search",
-        "train.epochs=3",
-        "search.precision=fp32",
-        "search.warmup_epochs=0",
-        "search.cache=false",
-        "search.prior=learned",
-    ]
-    return apply_overrides(Config(), [*base, *overrides])
+    """The search-mode test config with full search and a learned prior."""
+    return search_cfg("search.cache=false", "search.prior=learned", *overrides)
 
 
 def _batch(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    objs = make_objects(n)
-    g = torch.randint(24, (n,), generator=torch.Generator().manual_seed(seed))
-    return rotate(objs.voxels, cube_group(), g).float(), g, torch.arange(n)
+    return search_batch(n, seed)
 
 
 def _concentrate(mode: SearchMode, pose: int, row: int = 0) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,24 +15,7 @@ from orient3d.devices import native_bf16, resolve_device, resolve_precision, tun
 from orient3d.errors import ConfigError, RunError
 from orient3d.evaluate import eval_rotations, evaluate, load_run
 from orient3d.train import Prepared, SingleMode, TrainingDiverged, fit
-from train_helpers import tiny_config, tiny_data
-
-TIMING = ("seconds", "samples_per_s")
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads() -> Iterator[None]:
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
-def values(run: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl without the timing fields."""
-    return [
-        {k: v for k, v in r.items() if k not in TIMING}
-        for r in runs.read_jsonl(run / "metrics.jsonl")
-    ]
+from train_helpers import TIMING, metric_values, tiny_config, tiny_data
 
 
 def test_fit_writes_the_run_folder(tmp_path: Path) -> None:
@@ -66,10 +48,10 @@ def test_same_seed_same_numbers(tmp_path: Path) -> None:
     cfg = tiny_config('train.mode="augmented"')
     fit(cfg, *tiny_data(cfg), tmp_path / "a")
     fit(cfg, *tiny_data(cfg), tmp_path / "b")
-    assert values(tmp_path / "a") == values(tmp_path / "b")
+    assert metric_values(tmp_path / "a") == metric_values(tmp_path / "b")
     other = tiny_config('train.mode="augmented"', "seed=1")
     fit(other, *tiny_data(cfg), tmp_path / "c")
-    assert values(tmp_path / "a") != values(tmp_path / "c")
+    assert metric_values(tmp_path / "a") != metric_values(tmp_path / "c")
 
 
 @pytest.mark.parametrize("every", [1, 2])
@@ -93,7 +75,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
     assert len(runs.read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 1
     runs.append_jsonl(tmp_path / "cut" / "metrics.jsonl", {"epoch": 2, "stale": True})
     fit(cfg, *data, tmp_path / "cut", resume=True)
-    assert values(tmp_path / "cut") == values(tmp_path / "full")
+    assert metric_values(tmp_path / "cut") == metric_values(tmp_path / "full")
     a = runs.read_json(tmp_path / "cut" / "results.json")
     b = runs.read_json(tmp_path / "full" / "results.json")
     assert a["per_object"] == b["per_object"] and a["epochs_run"] == 3

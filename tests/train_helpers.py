@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import torch
 
-from orient3d import groups
+from orient3d import groups, runs
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet
 
@@ -54,3 +57,14 @@ def tiny_data(cfg: Config) -> tuple[VoxelSet, VoxelSet]:
         random_polycubes(d.n_train, d.res, seed=cfg.seed, source="train"),
         random_polycubes(d.n_test, d.res, seed=cfg.seed + 1, source="test"),
     )
+
+
+TIMING = ("seconds", "samples_per_s")
+
+
+def metric_values(run: Path) -> list[dict[str, Any]]:
+    """A run's metrics.jsonl records without their timing fields (which never repeat)."""
+    return [
+        {k: v for k, v in r.items() if k not in TIMING}
+        for r in runs.read_jsonl(run / "metrics.jsonl")
+    ]
