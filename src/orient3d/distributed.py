@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import logging
 import math
 import os
@@ -234,10 +235,20 @@ def setup(device_name: str) -> tuple[Dist, torch.device]:
     return Dist(env.rank, env.world, env.local_rank, comm), device
 
 
-def shutdown() -> None:
-    """End the process group started by :func:`setup` (a no-op otherwise)."""
+def shutdown(clean: bool = True) -> None:
+    """End the process group started by :func:`setup` (a no-op otherwise).
+
+    After a clean run every rank first frees what still refers to the group
+    (DDP wrappers sit in reference cycles) and waits for the others, so that no
+    rank tears its connections down while another still uses them; a gloo group
+    destroyed under live references aborts the process at exit. After an error
+    the rank leaves at once instead of waiting for ranks that may never come.
+    """
     global _OWNED
     if _OWNED and tdist.is_initialized():
+        if clean:
+            gc.collect()
+            tdist.barrier()
         tdist.destroy_process_group()
     _OWNED = False
 

@@ -94,17 +94,19 @@ def main(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
     command = _command_line(args)
     bar = TqdmProgress() if cfg.train.progress and sys.stderr.isatty() else None
+    clean = False
     try:
         result = train(
             cfg, out, resume=bool(args.resume), command=command, force=args.force, progress=bar
         )
+        clean = True
     except KeyboardInterrupt:
         log.warning("stopped; continue with: orient3d train --resume %s", shlex.quote(str(out)))
         raise
     finally:
         if bar is not None:
             bar.close()
-        distributed.shutdown()
+        distributed.shutdown(clean)
     if not distributed.from_env().main:
         return 0
     keys = ("test_mse", "test_iou", "test_bce", "test_neg_elbo")
