@@ -31,6 +31,12 @@ RTOL, ATOL = 1e-4, 1e-5
 # Differences of two scores of ~2500 nats (the search's score gaps): float32
 # rounding of the scores themselves, not of the gap.
 ATOL_SCORE_DIFF = 1e-2
+# Metrics of the grids thresholded at 0.5 (IoU, TPR, TNR) are not continuous in
+# the parameters: a rounding-level change flips the few voxels whose probability
+# sits at 0.5. On 8 tiny test grids one flipped voxel moves the IoU by ~5e-4; allow
+# a few such voxels. The parameters and the continuous metrics keep RTOL/ATOL.
+ATOL_THRESHOLDED = 5e-3
+THRESHOLDED = ("iou", "tpr", "tnr")
 
 TINY = [
     "data.res=16",
@@ -71,6 +77,8 @@ def _assert_close(a: Any, b: Any, where: str = "") -> None:
             _assert_close(x, y, f"{where}[{i}]")
     elif isinstance(a, float):
         atol = ATOL_SCORE_DIFF if "gap" in where else ATOL
+        if any(where.endswith(f"_{m}") for m in THRESHOLDED):
+            atol = ATOL_THRESHOLDED
         assert a == pytest.approx(b, rel=RTOL, abs=atol), where
     else:
         assert a == b, where
