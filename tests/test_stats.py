@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from orient3d.stats import compare_groups, format_ci, mean_ci
+from orient3d.stats import compare_groups, format_ci, mean_ci, wilson_ci
 
 
 def test_mean_ci_known_values() -> None:
@@ -43,4 +43,28 @@ def test_compare_groups(rng: np.random.Generator) -> None:
 
 def test_format_ci() -> None:
     assert format_ci(0.12345, 0.1, 0.15) == "0.123 [0.1, 0.15]"
-    assert format_ci(1.0, math.nan, math.nan) == "1"
+
+def test_format_ci_says_na_for_an_undefined_interval() -> None:
+    m, lo, hi = mean_ci([0.219])  # one value: no interval
+    assert format_ci(m, lo, hi) == "0.219 [n/a]"
+    assert format_ci(0.5, None, None) == "0.5 [n/a]"  # JSON null
+    assert format_ci(math.nan, math.nan, math.nan) == "n/a"
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (1, 1), (17, 64), (500, 512)])
+def test_wilson_matches_scipy(k: int, n: int) -> None:
+    from scipy.stats import binomtest
+
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    p, lo, hi = wilson_ci(k, n)
+    assert p == k / n
+    assert lo == pytest.approx(ref.low, abs=1e-12) and hi == pytest.approx(ref.high, abs=1e-12)
+    assert 0.0 <= lo <= p <= hi <= 1.0
+
+
+def test_wilson_edge_cases() -> None:
+    assert all(math.isnan(v) for v in wilson_ci(0, 0))
+    with pytest.raises(ValueError):
+        wilson_ci(5, 4)
+    _, lo, hi = wilson_ci(0.9 * 40, 40)  # an effective (fractional-free) count
+    assert lo < 0.9 < hi < 1.0
