@@ -43,6 +43,7 @@ __all__ = [
     "Canonicalize",
     "eval_rotations",
     "evaluate",
+    "iou_per_class",
     "load_run",
     "so3_eval_rotations",
     "summary",
@@ -114,7 +115,8 @@ def evaluate(
     """Reconstruction metrics of ``model`` on ``test`` under ``protocol``.
 
     Returns ``test_mse``, ``test_bce``, ``test_iou``, ``test_tpr``, ``test_tnr``,
-    ``test_neg_elbo`` (means over objects), ``protocol``, ``n_test`` and
+    ``test_neg_elbo`` (means over objects), ``test_iou_per_class`` (class name
+    -> mean IoU of its test objects), ``protocol``, ``n_test`` and
     ``per_object`` (lists of the per-object values, for confidence intervals).
     The model's train/eval state is restored afterwards.
     """
@@ -147,8 +149,17 @@ def evaluate(
         model.train(was_training)
     values = {k: torch.cat(v).double() for k, v in per.items()}
     out: dict[str, Any] = {f"test_{k}": float(v.mean()) for k, v in values.items()}
+    out["test_iou_per_class"] = iou_per_class(values["iou"], test.labels, test.class_names)
     out.update(protocol=protocol, n_test=n)
     out["per_object"] = {k: v.tolist() for k, v in values.items()}
+    return out
+
+
+def iou_per_class(iou: Tensor, labels: Tensor, names: tuple[str, ...]) -> dict[str, float]:
+    """``{class name: mean IoU}`` over the objects of each class present in ``labels``."""
+    out = {}
+    for c in torch.unique(labels).tolist():
+        out[names[c] if c < len(names) else str(c)] = float(iou[labels == c].mean())
     return out
 
 
