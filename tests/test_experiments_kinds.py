@@ -127,8 +127,9 @@ def test_recover_summary_reuses_runs(tmp_path: Path) -> None:
     exp = json.loads((tmp_path / "second" / "experiment.json").read_text())
     assert exp["runs"][0]["run"].startswith("../first/runs/")
     sentence = summary["answers"][0]["answer"]
-    assert "85% of rotated test objects at latent size 8" in sentence, sentence
-    assert "above chance at 2 of 2" in sentence
+    # Wilson on 25.5 of 30 pooled objects (3 seeds × n = 10)
+    assert "85% [68.4, 93.7] of rotated test objects at latent size 8 (the best)" in sentence
+    assert "above chance in 2 of 2 cells" in sentence and "test IoU of the models 0.8" in sentence
     assert (tmp_path / "second" / "figures" / "recover.png").stat().st_size > 1000
 
 

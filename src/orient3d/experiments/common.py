@@ -71,6 +71,8 @@ class Kind:
     wants_analysis: Callable[[RunSpec, Any], bool] = lambda run, options: False
     extra_files: tuple[str, ...] = ()  # run files read into RunRecord.extra, e.g. "recover.json"
     analysis_output: str = ""  # the run file ``analyze`` writes (present: nothing to do)
+    # refuses, before any training, a spec the kind cannot show (ConfigError naming the key)
+    check: Callable[[ExperimentSpec, Any], None] | None = None
 
 
 def load_record(
@@ -107,10 +109,17 @@ def compare(a: Iterable[float], b: Iterable[float]) -> Comparison:
         return compare_groups(list(a), list(b))
 
 
-def ci_cell(values: Iterable[float]) -> dict[str, Any]:
-    """``{"mean", "lo", "hi", "n"}``: the mean and 95% Student-t interval (report cell)."""
+def ci_cell(values: Iterable[float], bounds: tuple[float, float] | None = None) -> dict[str, Any]:
+    """``{"mean", "lo", "hi", "n"}``: the mean and 95% Student-t interval (report cell).
+
+    With fewer than two values the interval is undefined: ``lo`` and ``hi`` are
+    null in JSON and print as "n/a". ``bounds``: the range of a bounded quantity
+    (e.g. IoU in [0, 1]); the interval is clipped to it.
+    """
     vals = [float(v) for v in values]
     m, lo, hi = mean_ci(vals)
+    if bounds is not None and math.isfinite(lo):
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return jsonable({"mean": m, "lo": lo, "hi": hi, "n": len(vals)})
 
 

@@ -8,7 +8,9 @@ Steps, each resumable:
    skipped, interrupted ones resumed, runs of ``reuse`` folders taken as they are);
 3. the kind's per-run analysis (files in the run folders, skipped when present);
 4. the kind's summary: ``DIR/summary.json`` (tables with intervals, verdicts, the
-   answers, ``sections`` for the report) and ``DIR/figures/*.png``;
+   answers, ``sections`` for the report, and ``cells``: each group of replicate
+   runs, those differing in seed alone, with its grid values) and
+   ``DIR/figures/*.png``;
 5. ``DIR/report.html`` through :func:`orient3d.report.write_report`.
 """
 
@@ -25,6 +27,7 @@ from typing import Any
 
 from orient3d.config import Config, from_dict
 from orient3d.errors import ConfigError
+from orient3d.experiments.cells import cells, cells_json, grid_keys
 from orient3d.experiments.common import AnalysisTask, Kind, jsonable, load_record, read_json
 from orient3d.experiments.runner import Progress, parallel_map, reusable_run, run_state
 from orient3d.experiments.spec import ExperimentSpec, RunSpec, expand_runs, load_spec
@@ -58,6 +61,11 @@ def _kind(spec: ExperimentSpec) -> tuple[Kind, Any]:
         options = from_dict(kind.options, spec.options, "options.")
     except ConfigError as err:
         raise ConfigError(f"[options] of kind {spec.kind}: {err}") from None
+    if kind.check is not None:
+        try:
+            kind.check(spec, options)
+        except ConfigError as err:
+            raise ConfigError(f"kind {spec.kind}: {err}") from None
     return kind, options
 
 
@@ -217,6 +225,7 @@ def run_experiment(
         load_record(p, run.params, out, kind.extra_files) for run, (p, _) in zip(runs, where)
     ]
     summary = kind.summarize(records, spec, options, out)
+    summary.setdefault("cells", cells_json(cells(records), grid_keys(spec)))
     summary["seconds"] = time.perf_counter() - t0
     from orient3d.runs import write_json
 

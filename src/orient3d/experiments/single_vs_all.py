@@ -11,13 +11,22 @@ and whether the difference lies outside both intervals (with Welch's p-value).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orient3d.experiments.common import Kind, RunRecord, ci_cell, compare, jsonable, section
+from orient3d.errors import ConfigError
+from orient3d.experiments.cells import (
+    cells,
+    check_grid_values,
+    grid_columns,
+    grid_keys,
+    param,
+    per_class_iou_section,
+)
+from orient3d.experiments.common import Kind, RunRecord, ci_cell, compare, fmt, jsonable, section
 from orient3d.experiments.spec import ExperimentSpec
-from orient3d.figures import Curve, plot_curves
+from orient3d.figures import Curve, plot_panels
 from orient3d.stats import Comparison
 
 __all__ = ["KIND", "LatentRow", "Options", "answer", "rows_from_records", "summarize", "verdict"]
@@ -49,6 +58,8 @@ class LatentRow:
     cmp: Comparison  # a = single, b = augmented
     verdict: str
     protocols: dict[str, str]
+    grid: dict[str, Any] = field(default_factory=dict)  # the row's other grid values
+    iou: dict[str, list[float]] = field(default_factory=dict)  # mode -> test IoU per seed
 
 
 def verdict(cmp: Comparison) -> str:
@@ -59,31 +70,45 @@ def verdict(cmp: Comparison) -> str:
     return LOWER_SINGLE if cmp.mean_a < cmp.mean_b else LOWER_ALL
 
 
-def _param(r: RunRecord, key: str) -> Any:
-    if key in r.params:
-        return r.params[key]
-    section_, name = key.split(".")
-    return getattr(getattr(r.config, section_), name)
+def _rows_of(records: Sequence[RunRecord], x_key: str) -> list[tuple[dict[str, Any], Any]]:
+    """The rows: (other grid values, x) of each group of runs that differ in mode and seed."""
+    out: list[tuple[dict[str, Any], Any]] = []
+    for group in cells(records, ignore=("train.mode", "variant")):
+        grid = {k: v for k, v in group.values.items() if k != x_key}
+        for x in dict.fromkeys(param(r, x_key) for r in group.runs):
+            out.append((grid, x))
+    return out
 
 
 def rows_from_records(records: Sequence[RunRecord], options: Options) -> list[LatentRow]:
-    """Group runs by latent size and mode; compare single against augmented."""
-    values: dict[tuple[Any, str], list[float]] = {}
+    """Per cell (grid values but the mode), single against augmented over the seeds."""
+    rows = []
     protocols: dict[str, str] = {}
     for r in records:
-        mode = r.config.train.mode
-        if mode not in MODES:
+        if r.config.train.mode in MODES:
+            protocols[r.config.train.mode] = str(r.results.get("protocol", "as trained"))
+    for grid, x in _rows_of(records, options.x_key):
+        runs = {
+            m: [
+                r
+                for r in records
+                if r.config.train.mode == m
+                and param(r, options.x_key) == x
+                and all(r.params.get(k) == v for k, v in grid.items())
+            ]
+            for m in MODES
+        }
+        if not any(runs.values()):
             continue
-        values.setdefault((_param(r, options.x_key), mode), []).append(
-            float(r.results[options.metric])
-        )
-        protocols[mode] = str(r.results.get("protocol", "as trained"))
-    rows = []
-    for x in sorted({k for k, _ in values}):
-        a, b = values.get((x, "single"), []), values.get((x, "augmented"), [])
+        a, b = ([float(r.results[options.metric]) for r in runs[m]] for m in MODES)
         cmp = compare(a, b)
-        rows.append(LatentRow(x, a, b, cmp, verdict(cmp), protocols))
-    return rows
+        iou = {
+            m: [float(r.results["test_iou"]) for r in runs[m] if "test_iou" in r.results]
+            for m in MODES
+        }
+        rows.append(LatentRow(x, a, b, cmp, verdict(cmp), protocols, grid, iou))
+    order = list(dict.fromkeys(repr(r.grid) for r in rows))
+    return sorted(rows, key=lambda r: (order.index(repr(r.grid)), r.latent))
 
 
 def _join(items: Sequence[Any]) -> str:
@@ -129,24 +154,62 @@ def answer(rows: Sequence[LatentRow], metric: str = "test MSE") -> str:
         tail.append(f"not distinguishable at {_join(unclear)}")
     if lower and higher:
         tail.append(f"all-24 lower at {_join(higher)}")
-    return "; ".join([head, *tail, ratio]) + "."
+    return "; ".join([head, *tail, ratio, _iou_clause(rows)]) + "."
 
 
-def _plot(rows: Sequence[LatentRow], out: Path, metric: str) -> str:
-    curves = []
-    for mode, label in (
-        ("single", "one orientation (single)"),
-        ("augmented", "all 24 (augmented)"),
-    ):
-        pts = [(r.latent, r.cmp.mean_a if mode == "single" else r.cmp.mean_b, r) for r in rows]
-        lo = [r.cmp.lo_a if mode == "single" else r.cmp.lo_b for *_, r in pts]
-        hi = [r.cmp.hi_a if mode == "single" else r.cmp.hi_b for *_, r in pts]
-        proto = rows[0].protocols.get(mode, "") if rows else ""
-        curves.append(Curve(f"{label}, {proto}", [p[0] for p in pts], [p[1] for p in pts], lo, hi))
-    plot_curves(
+def _iou_clause(rows: Sequence[LatentRow]) -> str:
+    """The test IoU of the models behind the answer: its range over the rows, per mode."""
+    parts = []
+    for mode, label in (("single", "one orientation"), ("augmented", "all 24")):
+        means = [sum(v) / len(v) for r in rows if (v := r.iou.get(mode))]
+        if means:
+            lo, hi = min(means), max(means)
+            parts.append(f"{label} {fmt(lo)}" + (f"–{fmt(hi)}" if hi > lo else ""))
+    return "test IoU of the models: " + (", ".join(parts) if parts else "not recorded")
+
+
+def by_grid(rows: Sequence[LatentRow]) -> dict[str, list[LatentRow]]:
+    """Rows split by their other grid values (label ``"beta=0.5"``; "" without any)."""
+    out: dict[str, list[LatentRow]] = {}
+    for r in rows:
+        out.setdefault(", ".join(f"{k.split('.')[-1]}={v}" for k, v in r.grid.items()), []).append(
+            r
+        )
+    return out
+
+
+def answers(rows: Sequence[LatentRow], metric: str) -> str:
+    """:func:`answer` per value of the other grid keys (``"At beta=0.5: ..."``)."""
+    parts = by_grid(rows)
+    if len(parts) <= 1:
+        return answer(rows, metric)
+    return " ".join(f"At {k}: {answer(v, metric)}" for k, v in parts.items())
+
+
+def _plot(rows: Sequence[LatentRow], out: Path, metric: str, xlabel: str) -> str:
+    panels = []
+    for name, group in by_grid(rows).items():
+        curves = []
+        for mode, label in (
+            ("single", "one orientation (single)"),
+            ("augmented", "all 24 (augmented)"),
+        ):
+            a = mode == "single"
+            proto = group[0].protocols.get(mode, "")
+            curves.append(
+                Curve(
+                    f"{label}, {proto}",
+                    [r.latent for r in group],
+                    [r.cmp.mean_a if a else r.cmp.mean_b for r in group],
+                    [r.cmp.lo_a if a else r.cmp.lo_b for r in group],
+                    [r.cmp.hi_a if a else r.cmp.hi_b for r in group],
+                )
+            )
+        panels.append((name, curves))
+    plot_panels(
         out / "figures" / "single_vs_all.png",
-        curves,
-        xlabel="latent size Z",
+        panels,
+        xlabel=xlabel,
         ylabel=f"{metric} (mean, 95% CI over seeds)",
         title="One orientation vs all 24",
         logx=True,
@@ -154,51 +217,84 @@ def _plot(rows: Sequence[LatentRow], out: Path, metric: str) -> str:
     return "figures/single_vs_all.png"
 
 
-def _table(rows: Sequence[LatentRow]) -> list[list[Any]]:
+def _table(rows: Sequence[LatentRow], keys: Sequence[str]) -> list[list[Any]]:
     return [
         [
+            *(r.grid.get(k) for k in keys),
             r.latent,
             ci_cell(r.single),
             ci_cell(r.augmented),
             r.cmp.mean_a / r.cmp.mean_b if r.cmp.mean_b else None,
             r.cmp.p_value,
             r.verdict,
+            ci_cell(r.iou.get("single", []), bounds=(0.0, 1.0)),
+            ci_cell(r.iou.get("augmented", []), bounds=(0.0, 1.0)),
         ]
         for r in rows
     ]
 
 
+def _row_name(r: LatentRow, x_label: str) -> str:
+    """The key of a row's verdict: its x value, or ``"beta=0.5, latent=2"``."""
+    if not r.grid:
+        return str(r.latent)
+    return ", ".join(
+        [*(f"{k.split('.')[-1]}={v}" for k, v in r.grid.items()), f"{x_label}={r.latent}"]
+    )
+
+
 def summarize(
     records: Sequence[RunRecord], spec: ExperimentSpec, options: Options, out: Path
 ) -> dict[str, Any]:
-    """Table, verdicts, the figure and the answer of question 1."""
+    """Table, verdicts, the figure and the answer of question 1, per grid cell."""
     rows = rows_from_records(records, options)
     metric = options.metric.replace("test_", "test ").replace("mse", "MSE").replace("iou", "IoU")
-    fig = _plot(rows, out, metric)
-    sentence = answer(rows, metric)
+    keys = grid_keys(spec, skip=(options.x_key, "train.mode"))
+    x_label = grid_columns([options.x_key])[0]
+    fig = _plot(
+        rows, out, metric, f"{x_label} (x axis)" if x_label != "latent" else "latent size Z"
+    )
     protos = rows[0].protocols if rows else {}
     text = (
         f"The {metric} of VAEs trained on one orientation (single, measured "
         f"{protos.get('single', '?')}) and on all 24 (augmented, measured "
-        f"{protos.get('augmented', '?')}), per latent size; mean and 95% Student-t "
-        "interval over seeds, Welch's two-sided p-value, and the verdict: which is "
-        "lower and whether the intervals are disjoint."
+        f"{protos.get('augmented', '?')}), per cell of the grid (runs that differ in seed "
+        "alone); mean and 95% Student-t interval over the seeds (n/a with one seed), "
+        "Welch's two-sided p-value, the verdict (which is lower and whether the intervals "
+        "are disjoint), and each mode's test IoU (clipped to [0, 1])."
     )
-    columns = ["latent", f"single {metric}", f"all-24 {metric}", "ratio", "Welch p", "verdict"]
-    table = _table(rows)
+    columns = [
+        *grid_columns(keys),
+        x_label,
+        f"single {metric}",
+        f"all-24 {metric}",
+        "ratio",
+        "Welch p",
+        "verdict",
+        "single test IoU",
+        "all-24 test IoU",
+    ]
+    sections = [section("Test error against latent size", text, columns, _table(rows, keys), [fig])]
+    per_class = per_class_iou_section(cells(records), grid_keys(spec))
+    if per_class is not None:
+        sections.append(per_class)
     return jsonable(
         {
             "name": spec.name,
-            "answers": [{"question": (spec.questions or (QUESTION,))[0], "answer": sentence}],
-            "sections": [section("Test error against latent size", text, columns, table, [fig])],
-            "verdicts": {str(r.latent): r.verdict for r in rows},
+            "answers": [
+                {"question": (spec.questions or (QUESTION,))[0], "answer": answers(rows, metric)}
+            ],
+            "sections": sections,
+            "verdicts": {_row_name(r, x_label): r.verdict for r in rows},
             "rows": [
                 {
+                    "grid": r.grid,
                     "latent": r.latent,
                     "single": r.single,
                     "augmented": r.augmented,
                     "p_value": r.cmp.p_value,
                     "verdict": r.verdict,
+                    "test_iou": r.iou,
                 }
                 for r in rows
             ],
@@ -206,4 +302,37 @@ def summarize(
     )
 
 
-KIND = Kind(questions=(QUESTION,), options=Options, summarize=summarize)
+def check(spec: ExperimentSpec, options: Options) -> None:
+    """Refuse, before training, what the comparison cannot show.
+
+    A grid value of ``train.mode`` other than single/augmented; an ``x_key`` that
+    is no config key; two variants that train the same mode in one cell (their
+    runs would be pooled as if they were seeds).
+    """
+    from orient3d.experiments.spec import expand_runs
+
+    check_grid_values(spec, "train.mode", MODES, "single_vs_all")
+    runs = expand_runs(spec)
+    seen: dict[tuple[str, str], str] = {}
+    for run in runs:
+        try:
+            x = run.params.get(options.x_key, None)
+            if x is None:
+                node: Any = run.config
+                for part in options.x_key.split("."):
+                    node = getattr(node, part)
+                x = node
+        except AttributeError:
+            raise ConfigError(f"options.x_key: {options.x_key!r} is no config key") from None
+        rest = {k: v for k, v in run.params.items() if k not in ("seed", "variant", "train.mode")}
+        slot = (repr(sorted(rest.items())) + repr(x), run.config.train.mode)
+        variant = str(run.params.get("variant", ""))
+        if seen.setdefault(slot, variant) != variant:
+            raise ConfigError(
+                f"variants: {seen[slot]!r} and {variant!r} both train mode "
+                f"{run.config.train.mode} at the same grid values; single_vs_all compares "
+                "one single and one augmented setting per cell"
+            )
+
+
+KIND = Kind(questions=(QUESTION,), options=Options, summarize=summarize, check=check)

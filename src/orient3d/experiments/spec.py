@@ -35,7 +35,7 @@ from typing import Any
 from orient3d.config import Config, apply_overrides, from_dict, parse_value, read_toml, to_dict
 from orient3d.errors import ConfigError
 
-__all__ = ["ExperimentSpec", "RunSpec", "expand_runs", "load_spec", "spec_from_dict"]
+__all__ = ["ExperimentSpec", "RunSpec", "expand_runs", "key_labels", "load_spec", "spec_from_dict"]
 
 SPEC_KEYS = ("name", "kind", "questions", "seeds", "reuse", "base", "grid", "variants", "options")
 
@@ -161,7 +161,7 @@ def _slug(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "x"
 
 
-def _labels(keys: Sequence[str]) -> dict[str, str]:
+def key_labels(keys: Sequence[str]) -> dict[str, str]:
     """Short labels for dotted keys: the last part, or the whole key where that clashes."""
     leaves = [k.split(".")[-1] for k in keys]
     return {
@@ -183,7 +183,7 @@ def expand_runs(spec: ExperimentSpec) -> list[RunSpec]:
     """Every run: variants × grid product × seeds, each with a readable, unique name."""
     base = to_dict(base_config(spec))
     keys = [k for k, _ in spec.grid]
-    labels = _labels(keys)
+    labels = key_labels(keys)
     variants = spec.variants or (("", ()),)
     runs: list[RunSpec] = []
     for (vname, vitems), combo, seed in itertools.product(
