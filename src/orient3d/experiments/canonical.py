@@ -20,6 +20,7 @@ protocol for every run: ``rotated+search``.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,12 +28,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from orient3d import groups, metrics
-from orient3d.experiments.analysis import search_choice
+from orient3d.experiments.canonical_pose import pose_analysis, pose_record
+from orient3d.experiments.cells import (
+    Cell,
+    cells,
+    ci_text,
+    grid_columns,
+    grid_keys,
+    iou_cell,
+    iou_shortfalls,
+    iou_text,
+    lever_figure,
+    per_class_iou_section,
+    prop_cell,
+    refusal,
+)
 from orient3d.experiments.common import (
-    AnalysisTask,
     Kind,
     RunRecord,
     ci_cell,
@@ -43,10 +55,8 @@ from orient3d.experiments.common import (
 from orient3d.experiments.search_modes import random_max
 from orient3d.experiments.spec import ExperimentSpec, RunSpec
 from orient3d.figures import plot_pose_histograms
-from orient3d.metrics.upright import upright_agreement
-from orient3d.stats import mean_ci
 
-__all__ = ["KIND", "Options", "answer", "pose_analysis", "pose_record", "summarize"]
+__all__ = ["KIND", "Options", "answer", "cell_answer", "pose_analysis", "pose_record", "summarize"]
 
 QUESTION = (
     "Does a VAE trained with orientation search learn one canonical pose for all objects, "
@@ -61,97 +71,36 @@ class Options:
     n_objects: int = 0  # test objects measured (0: all)
     picture_per_class: int = 4  # objects per class in the first seed's picture (0: none)
     usage_min_frac: float = 0.01  # a pose is used when it takes this fraction of the objects
+    iou_floor: float = 0.5  # below this test IoU a model's poses mean nothing: verdict refused
 
 
-def pose_record(
-    h: np.ndarray, stab: np.ndarray, labels: np.ndarray, names: Sequence[str], min_frac: float
-) -> dict[str, Any]:
-    """The canonical-pose measurements of ``N`` objects with canonical poses ``h (N,)``."""
-    group = groups.cube_group()
-    glob = metrics.global_consistency(h, stab, group)
-    cls = metrics.class_consistency(h, stab, labels, group)
-    usage = metrics.orientation_usage(h, group, stab, min_count=min_frac * len(h))
-    up = upright_agreement(h, stab, group, labels)
-    return {
-        "n_objects": len(h),
-        "canonical_pose": h,
-        "global_consistency": glob["consistency"],
-        "global_modal_pose": glob["modal_pose"],
-        "global_chance": glob["chance"],
-        "random_max": random_max(len(h)),
-        "pose_counts": glob["counts"],
-        "class_consistency": cls["consistency"],
-        "class_consistency_weighted": cls["weighted"],
-        "class_random_max": float(np.mean([random_max(r["n"]) for r in cls["per_class"].values()])),
-        "per_class": {
-            names[int(c)]: {
-                "consistency": r["consistency"],
-                "modal_pose": r["modal_pose"],
-                "n": r["n"],
-                "upright": up["per_class"][c],
-            }
-            for c, r in cls["per_class"].items()
-        },
-        "n_used": usage["n_used"],
-        "entropy_normalized": usage["entropy_normalized"],
-        "upright": up["upright"],
-        "upright_chance": up["chance"],
-        "up_consistency": up["up_consistency"],
-    }
+COMPARED = ("variant", "train.mode")  # the settings an answer compares within a grid cell
 
 
-def _picture(test: Any, h: torch.Tensor, k: int, out: Path) -> None:
-    """Rows: classes; columns: the first ``k`` objects of the class in their canonical pose."""
-    from orient3d.render import render_sheet, save_png
-
-    group = groups.cube_group()
-    grids, labels = [], []
-    for c in torch.unique(test.labels).tolist():
-        idx = (test.labels == c).nonzero(as_tuple=True)[0][:k]
-        turned = groups.rotate(test.voxels[idx].float(), group, h[idx])  # h·c
-        pad = torch.zeros(k - len(idx), *turned.shape[1:])
-        grids.append(torch.cat([turned, pad]))
-        labels += [f"{test.class_names[c]} h={int(p)}" for p in h[idx]] + [""] * (k - len(idx))
-    sheet = render_sheet(torch.cat(grids).numpy(), ncols=k, labels=labels)
-    save_png(sheet, out)
-
-
-def pose_analysis(task: AnalysisTask) -> None:
-    """Write ``RUN/canonical_pose.json`` (and the first seed's picture) unless present."""
-    from orient3d.devices import resolve_device
-    from orient3d.evaluate import load_run
-    from orient3d.runs import read_run_config, write_json
-    from orient3d.train import load_data
-
-    out = task.path / "canonical_pose.json"
-    if out.is_file():
-        return
-    device = resolve_device(read_run_config(task.path).train.device)
-    cfg, model = load_run(task.path, str(device))
-    test = load_data(cfg)[1]
-    n = len(test) if task.options.n_objects <= 0 else min(len(test), task.options.n_objects)
-    test = test.subset(list(range(n)))
-    r = search_choice(model, test.voxels.float(), cfg)  # shown as stored: g = identity
-    h = groups.cube_group().inverse[r]  # h = r⁻¹g
-    record = pose_record(
-        h.numpy(),
-        test.stabilizers.numpy(),
-        test.labels.numpy(),
-        test.class_names,
-        task.options.usage_min_frac,
-    )
-    record["method"] = "stored pose, exhaustive search over O, encoder mean, hard argmin"
-    if task.first_seed and task.options.picture_per_class > 0:
-        pic = task.path / "figures" / "canonical_per_class.png"
-        _picture(test, h, task.options.picture_per_class, pic)
-    write_json(out, jsonable(record))
-
-
-def _by_variant(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
+def _settings(runs: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
+    """Runs that differ in seed alone, by setting name (the variant, else the cell's label)."""
     out: dict[str, list[RunRecord]] = {}
-    for r in records:
-        out.setdefault(str(r.params.get("variant") or r.name), []).append(r)
+    for c in cells(runs):
+        name = str(c.values.get("variant") or c.label([k for k in c.values if k in COMPARED]))
+        out[name or "all"] = list(c.runs)
     return out
+
+
+def _prop(runs: Sequence[RunRecord], key: str) -> dict[str, Any]:
+    """A fraction of objects over the seeds: Wilson interval on the pooled objects."""
+    recs = [r.extra["canonical_pose"] for r in runs if "canonical_pose" in r.extra]
+    recs = [x for x in recs if x.get(key) is not None]
+    return prop_cell([float(x[key]) for x in recs], [x.get("n_objects") for x in recs])
+
+
+def _train_prop(runs: Sequence[RunRecord]) -> dict[str, Any]:
+    """Share of the last epoch's training samples in the modal pose index (Wilson, pooled)."""
+    hists = [
+        next((m["pose_hist"] for m in reversed(r.metrics) if m.get("pose_hist")), None)
+        for r in runs
+    ]
+    hists = [h for h in hists if h and sum(h) > 0]
+    return prop_cell([max(h) / sum(h) for h in hists], [float(sum(h)) for h in hists])
 
 
 def _values(runs: Sequence[RunRecord], key: str) -> list[float]:
@@ -169,16 +118,6 @@ def _epochs(runs: Sequence[RunRecord], key: str, last: bool = True) -> list[floa
     return vals
 
 
-def _train_share(runs: Sequence[RunRecord]) -> list[float]:
-    """Per run: share of the training samples of the last epoch in its modal pose index."""
-    vals = []
-    for r in runs:
-        hists = [m["pose_hist"] for m in r.metrics if m.get("pose_hist")]
-        if hists and sum(hists[-1]) > 0:
-            vals.append(max(hists[-1]) / sum(hists[-1]))
-    return vals
-
-
 def _setting(runs: Sequence[RunRecord]) -> tuple[str, str]:
     """The prior (with its weight when not 1) and whether the choice was annealed."""
     s = runs[0].config.search
@@ -189,33 +128,35 @@ def _setting(runs: Sequence[RunRecord]) -> tuple[str, str]:
     return prior, anneal
 
 
-def _row(name: str, runs: Sequence[RunRecord]) -> list[Any]:
+def _row(name: str, runs: Sequence[RunRecord], grid: list[Any]) -> list[Any]:
     prior, anneal = _setting(runs)
     return [
         name,
+        *grid,
         prior,
         anneal,
         ci_cell([r.results["test_mse"] for r in runs]),
-        ci_cell(_values(runs, "global_consistency")),
-        ci_cell(_train_share(runs)),
-        ci_cell(_values(runs, "class_consistency")),
+        iou_cell(runs),
+        _prop(runs, "global_consistency"),
+        _train_prop(runs),
+        _prop(runs, "class_consistency"),
         ci_cell(_values(runs, "n_used")),
-        ci_cell(_values(runs, "entropy_normalized")),
-        ci_cell(_values(runs, "upright")),
-        ci_cell(_values(runs, "up_consistency")),
-        ci_cell(_epochs(runs, "changed_frac")),
+        ci_cell(_values(runs, "entropy_normalized"), bounds=(0.0, 1.0)),
+        _prop(runs, "upright"),
+        _prop(runs, "up_consistency"),
+        ci_cell(_epochs(runs, "changed_frac"), bounds=(0.0, 1.0)),
         ci_cell(_epochs(runs, "prior_entropy")),
         ci_cell(_epochs(runs, "score_gap_median")),
-        ci_cell(_epochs(runs, "prior_changed_frac", last=False)),
+        ci_cell(_epochs(runs, "prior_changed_frac", last=False), bounds=(0.0, 1.0)),
         ci_cell([r.results.get("seconds_total", float("nan")) for r in runs]),
     ]
 
 
 COLUMNS = [
-    "setting",
     "prior",
     "annealing",
     "test MSE (rotated+search)",
+    "test IoU",
     "global consistency",
     "train modal share",
     "class consistency",
@@ -231,98 +172,145 @@ COLUMNS = [
 ]
 
 
-def answer(records: Sequence[RunRecord]) -> str:
-    """One sentence: whether a canonical pose emerged, and under which setting.
+def cell_answer(runs: Sequence[RunRecord], iou_floor: float = 0.5) -> tuple[str, str]:
+    """``(verdict, sentence)`` for one grid cell: whether a canonical pose emerged, where.
 
-    Emerged: the best setting's mean global consistency is at least 0.5 and its
-    95% interval lies above the uniform prior's (hard choice, or the first
-    uniform setting). Chance: 1/24, and the expected modal share of randomly posed
-    objects.
+    Emerged: the best setting's global consistency is at least 0.5 and its 95%
+    Wilson interval (pooled objects of the seeds) lies above the uniform prior's
+    (hard choice, or the first uniform setting). Refused: a measured model has
+    test IoU below ``iou_floor``. Chance: 1/24, and the expected modal share of
+    randomly posed objects.
     """
-    groups_ = {k: v for k, v in _by_variant(records).items() if _values(v, "global_consistency")}
+    groups_ = {k: v for k, v in _settings(runs).items() if _values(v, "global_consistency")}
     if not groups_:
-        return "No run has canonical-pose measurements yet."
-    stats = {k: mean_ci(_values(v, "global_consistency")) for k, v in groups_.items()}
-    best = max(stats, key=lambda k: stats[k][0])
+        return "none", "No run has canonical-pose measurements yet."
+    stats = {k: _prop(v, "global_consistency") for k, v in groups_.items()}
+    best = max(stats, key=lambda k: stats[k]["mean"])
     uniform = [k for k, v in groups_.items() if _setting(v)[0] == "uniform"]
     uni = next((k for k in uniform if _setting(groups_[k])[1] == "off"), None)
     uni = uni or (uniform[0] if uniform else None)
-    m, lo, hi = stats[best]
+    lo = stats[best]["lo"]
     n = int(min(_values(groups_[best], "n_objects")))
-    above = uni is None or (np.isfinite(lo) and lo > stats[uni][2])
-    emerged = m >= EMERGED and above and uni != best
-    up = float(np.mean(_values(groups_[best], "upright")))
-    up_chance = float(np.mean(_values(groups_[best], "upright_chance") or [1 / 6]))
-    cm, clo, chi = mean_ci(_values(groups_[best], "class_consistency"))
-    c_chance = _values(groups_[best], "class_random_max")
+    above = uni is None or (
+        lo is not None and stats[uni]["hi"] is not None and lo > stats[uni]["hi"]
+    )
+    emerged = stats[best]["mean"] >= EMERGED and above and uni != best
     head = (
         f"A single canonical pose emerged under {best}"
         if emerged
         else f"No single canonical pose emerged; the most consistent setting was {best}"
     )
     text = (
-        f"{head}: global consistency {fmt(m)} [{fmt(lo)}, {fmt(hi)}] over {n} test objects "
+        f"{head}: global consistency {ci_text(stats[best])} over {n} test objects per seed "
         f"(chance 1/24 = 0.042; {fmt(random_max(n), 2)} expected for randomly posed objects)"
     )
     if uni is not None and uni != best:
-        um, ulo, uhi = stats[uni]
-        text += f", against {fmt(um)} [{fmt(ulo)}, {fmt(uhi)}] with the uniform prior ({uni})"
-    text += f"; per class, consistency {fmt(cm)} "
-    text += f"[{fmt(clo)}, {fmt(chi)}]"
+        text += f", against {ci_text(stats[uni])} with the uniform prior ({uni})"
+    text += f"; per class, consistency {ci_text(_prop(groups_[best], 'class_consistency'))}"
+    c_chance = _values(groups_[best], "class_random_max")
     if c_chance:
         text += f" (random: {fmt(float(np.mean(c_chance)), 2)})"
-    return f"{text}; upright agreement {fmt(up, 2)} (chance {fmt(up_chance, 2)})."
+    up = float(np.mean(_values(groups_[best], "upright")))
+    up_chance = float(np.mean(_values(groups_[best], "upright_chance") or [1 / 6]))
+    text += f"; upright agreement {fmt(up, 2)} (chance {fmt(up_chance, 2)})"
+    text += f"; {iou_text(groups_[best])} under {best}"
+    behind = [r for v in groups_.values() for r in v]
+    short = iou_shortfalls(behind, iou_floor)
+    if short:
+        return "refused", f"{refusal(short, iou_floor)}. Measured: {text}."
+    return ("emerged" if emerged else "not emerged"), f"{text}."
 
 
-def _figures(groups_: dict[str, list[RunRecord]], out: Path) -> dict[str, list[str]]:
+def answer(records: Sequence[RunRecord], iou_floor: float = 0.5) -> str:
+    """:func:`cell_answer` per grid cell (``"At latent=4: ..."`` when there are several)."""
+    grid = cells(records, ignore=COMPARED)
+    if len(grid) <= 1:
+        return cell_answer(records, iou_floor)[1]
+    return " ".join(f"At {g.label()}: {cell_answer(g.runs, iou_floor)[1]}" for g in grid)
+
+
+def _figures(grid: Sequence[Cell], out: Path) -> dict[str, list[str]]:
     figs: dict[str, list[str]] = {"usage": [], "classes": []}
     hists = []
-    for name, runs in groups_.items():
-        first = min(runs, key=lambda r: r.config.seed)
-        if "canonical_pose" in first.extra:
-            counts = first.extra["canonical_pose"]["pose_counts"]
-            hists.append((f"{name} (seed {first.config.seed})", counts))
-        pic = first.path / "figures" / "canonical_per_class.png"
-        if pic.is_file():
-            dest = f"figures/canonical_{name}.png"
-            (out / "figures").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(pic, out / dest)
-            figs["classes"].append(dest)
+    for g in grid:
+        suffix = f", {g.label()}" if g.label() else ""
+        slug = re.sub(r"[^A-Za-z0-9.+=-]+", "_", g.label())
+        for name, runs in _settings(g.runs).items():
+            first = min(runs, key=lambda r: r.config.seed)
+            if "canonical_pose" in first.extra:
+                counts = first.extra["canonical_pose"]["pose_counts"]
+                hists.append((f"{name}{suffix} (seed {first.config.seed})", counts))
+            pic = first.path / "figures" / "canonical_per_class.png"
+            if pic.is_file():
+                dest = f"figures/canonical_{name}{'_' + slug if slug else ''}.png"
+                (out / "figures").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(pic, out / dest)
+                figs["classes"].append(dest)
     if hists:
         plot_pose_histograms(out / "figures" / "canonical_usage.png", hists, title="Poses used")
         figs["usage"].append("figures/canonical_usage.png")
     return figs
 
 
+def _lever(records: Sequence[RunRecord], spec: ExperimentSpec, out: Path) -> list[str]:
+    """Global consistency per setting against the first grid key with several values."""
+    keys = [k for k, v in spec.grid if len(v) > 1 and k not in COMPARED]
+    measured = [r for r in records if _values([r], "global_consistency")]
+    if not keys or not measured:
+        return []
+    fig = lever_figure(
+        out,
+        "canonical_lever",
+        cells(measured),
+        keys[0],
+        lambda c: _prop(c.runs, "global_consistency"),
+        series=lambda c: next(iter(_settings(c.runs))),
+        ylabel="global consistency (95% Wilson interval)",
+        title="Global consistency against " + keys[0],
+    )
+    return [fig] if fig else []
+
+
+TEXT = (
+    "{n} test objects in their stored pose, each turned by exhaustive search over "
+    "O (hard argmin of the scores, encoder mean, no prior: the applied rotation is "
+    "unknown at test time); canonical pose h = r⁻¹. Consistency: share of objects "
+    "using the modal pose (globally, and per class averaged over classes), symmetric "
+    "objects' equivalent poses counted as one; chance 1/24, or about {rmax} as the modal "
+    "share of {n} randomly posed objects. Upright: the canonical frame keeps +z up (chance "
+    "about 1/6); up consistency: share of the modal direction of up. Test MSE and IoU under "
+    "one protocol for every run: rotated+search. Train modal share: share of the last "
+    "epoch's training samples in the most common canonical pose index, chosen with the "
+    "prior (by index, not modulo symmetry). From the last training epoch: changed (objects "
+    "whose canonical grid changed since the previous epoch), the prior's entropy (of log 24 "
+    "= 3.18), the score gap (median over the training samples of the second-best minus the "
+    "best negative ELBO over the 24 poses, in nats); prior overruled: share of training "
+    "samples whose chosen pose scored worse than the best (mean over the search epochs). "
+    "The prior's weight in the score L - λ log p(h) is 1 (the ELBO) unless shown as ×λ. "
+    "Per cell (runs that differ in seed alone): shares of objects (consistencies, upright, "
+    "train modal share) with a 95% Wilson interval on the pooled counts of the seeds "
+    "(objects as independent trials: the finite test set, not the spread between seeds); "
+    "the rest: mean and 95% Student-t interval over seeds, n/a with one seed. A verdict is "
+    "refused when a measured model has test IoU below {floor:g}."
+)
+
+
 def summarize(
     records: Sequence[RunRecord], spec: ExperimentSpec, options: Options, out: Path
 ) -> dict[str, Any]:
-    groups_ = _by_variant(records)
-    figs = _figures(groups_, out)
-    n = max((int(v) for g in groups_.values() for v in _values(g, "n_objects")), default=0)
+    grid = cells(records, ignore=COMPARED)
+    keys = grid_keys(spec, skip=COMPARED)
+    figs = _figures(grid, out)
+    n = max((int(v) for v in _values(records, "n_objects")), default=0)
+    rows = [_row(k, v, g.grid(keys)) for g in grid for k, v in _settings(g.runs).items()]
+    text = TEXT.format(n=n, rmax=fmt(random_max(max(n, 1)), 2), floor=options.iou_floor)
     sections = [
         section(
             "Canonical pose per setting",
-            f"{n} test objects in their stored pose, each turned by exhaustive search over "
-            "O (hard argmin of the scores, encoder mean, no prior: the applied rotation is "
-            "unknown at test time); canonical pose h = r⁻¹. Consistency: share of objects "
-            "using the modal pose (globally, and per class averaged over classes), symmetric "
-            "objects' equivalent poses counted as one; chance 1/24, or about "
-            f"{fmt(random_max(max(n, 1)), 2)} as the modal share of {n} randomly posed "
-            "objects. Upright: the canonical frame keeps +z up (chance about 1/6); up "
-            "consistency: share of the modal direction of up. Test MSE under one protocol for "
-            "every run: rotated+search. Train modal share: share of the last epoch's training "
-            "samples in the most common canonical pose index, chosen with the prior (by index, "
-            "not modulo symmetry). From the last training epoch: changed (objects whose "
-            "canonical grid changed since the previous epoch), the prior's entropy (of log 24 "
-            "= 3.18), the score gap (median over the training samples of the second-best minus "
-            "the best negative ELBO over the 24 poses, in nats); prior overruled: share of "
-            "training samples whose chosen pose scored worse than the best (mean over the "
-            "search epochs). The prior's weight in the score L - λ log p(h) is 1 (the ELBO) "
-            "unless shown as ×λ. Mean and 95% interval over seeds.",
-            COLUMNS,
-            [_row(k, v) for k, v in groups_.items()],
-            figs["usage"],
+            text,
+            ["setting", *grid_columns(keys), *COLUMNS],
+            rows,
+            figs["usage"] + _lever(records, spec, out),
         ),
         section(
             "One canonical pose per class?",
@@ -331,13 +319,18 @@ def summarize(
             figures=figs["classes"],
         ),
     ]
+    per_class = per_class_iou_section(cells(records), grid_keys(spec))
+    if per_class is not None:
+        sections.append(per_class)
+    question = (spec.questions or (QUESTION,))[0]
     return jsonable(
         {
             "name": spec.name,
-            "answers": [
-                {"question": (spec.questions or (QUESTION,))[0], "answer": answer(records)}
-            ],
+            "answers": [{"question": question, "answer": answer(records, options.iou_floor)}],
             "sections": sections,
+            "verdicts": {
+                g.label() or "all": cell_answer(g.runs, options.iou_floor)[0] for g in grid
+            },
         }
     )
 

@@ -41,6 +41,7 @@ __all__ = [
     "cells_json",
     "check_grid_values",
     "ci_text",
+    "grid_columns",
     "grid_keys",
     "iou_cell",
     "iou_shortfalls",
@@ -49,6 +50,7 @@ __all__ = [
     "param",
     "per_class_iou_section",
     "prop_cell",
+    "refusal",
 ]
 
 SEED = "seed"

@@ -7,10 +7,16 @@ the first ``n_objects`` test objects in all 24 poses, canonicalized by exhaustiv
 search; the consistency and usage of the canonical poses, and every model's test
 MSE under one common protocol (``rotated+search``) next to the curve of its own
 protocol (single: as stored; augmented: rotated; search: rotated+search).
+
+Everything is per cell: variants are compared within one set of grid values
+(:func:`orient3d.experiments.cells.cells`), never pooled across grid values. A
+verdict is refused when a model behind it reconstructs too poorly (test IoU below
+``iou_floor``): the poses of a model that does not reconstruct say nothing.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,12 +26,26 @@ from typing import Any
 import numpy as np
 
 from orient3d.experiments.analysis import canonical
-from orient3d.experiments.common import Kind, RunRecord, ci_cell, compare, fmt, jsonable, section
+from orient3d.experiments.cells import (
+    Cell,
+    cells,
+    ci_text,
+    grid_columns,
+    grid_keys,
+    iou_cell,
+    iou_shortfalls,
+    iou_text,
+    lever_figure,
+    per_class_iou_section,
+    prop_cell,
+    refusal,
+)
+from orient3d.experiments.common import Kind, RunRecord, ci_cell, fmt, jsonable, section
 from orient3d.experiments.spec import ExperimentSpec, RunSpec
 from orient3d.figures import Curve, plot_curves, plot_pose_histograms
 from orient3d.stats import mean_ci
 
-__all__ = ["KIND", "Options", "answer", "curves", "summarize", "variant_of"]
+__all__ = ["KIND", "Options", "answer", "cell_answer", "curves", "summarize", "variant_of"]
 
 QUESTION = (
     "Can a VAE trained on randomly oriented objects learn only a subset of orientations "
@@ -39,6 +59,7 @@ class Options:
     n_objects: int = 32  # test objects shown in all 24 poses for consistency and usage
     picture_objects: int = 6  # objects in each model's picture (first seed; 0: none)
     usage_min_frac: float = 0.01  # a pose is used when it takes this fraction of the views
+    iou_floor: float = 0.5  # below this test IoU a model's poses mean nothing: verdict refused
 
 
 def variant_of(r: RunRecord) -> str:
@@ -49,17 +70,28 @@ def variant_of(r: RunRecord) -> str:
     return f"search-{r.config.search.choice}" if mode == "search" else mode
 
 
-def _by_variant(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
-    out: dict[str, list[RunRecord]] = {}
-    for r in records:
-        out.setdefault(variant_of(r), []).append(r)
-    return out
+COMPARED = ("variant", "train.mode")  # what a verdict compares within one grid cell
+
+
+def _grid_cells(records: Sequence[RunRecord]) -> list[Cell]:
+    """Runs with the same grid values (all variants and modes, all seeds)."""
+    return cells(records, ignore=COMPARED)
+
+
+def _variants(grid_cell: Cell) -> dict[str, list[RunRecord]]:
+    """The variants of one grid cell: runs that differ in seed alone, by variant name."""
+    return {variant_of(c.runs[0]): list(c.runs) for c in cells(grid_cell.runs)}
+
+
+def _suffix(c: Cell) -> str:
+    return f", {c.label()}" if c.label() else ""
 
 
 def curves(records: Sequence[RunRecord], key: str = "test_mse") -> list[Curve]:
-    """Per variant: ``key`` per epoch, mean and 95% interval over seeds."""
+    """Per cell (variant and grid values): ``key`` per epoch, mean and 95% interval over seeds."""
     out = []
-    for name, runs in _by_variant(records).items():
+    for cell in cells(records):
+        runs = cell.runs
         per_epoch: dict[int, list[float]] = {}
         for r in runs:
             for m in r.metrics:
@@ -68,12 +100,20 @@ def curves(records: Sequence[RunRecord], key: str = "test_mse") -> list[Curve]:
         epochs = sorted(per_epoch)
         stats = [mean_ci(per_epoch[e]) for e in epochs]
         proto = runs[0].results.get("protocol", "?")
-        out.append(Curve(f"{name} ({proto})", epochs, *map(list, zip(*stats))))
+        grid = cell.label([k for k in cell.values if k not in COMPARED])
+        label = f"{variant_of(runs[0])} ({proto}{', ' + grid if grid else ''})"
+        out.append(Curve(label, epochs, *map(list, zip(*stats))))
     return out
 
 
 def _values(runs: Sequence[RunRecord], key: str) -> list[float]:
     return [float(r.extra["canonical"][key]) for r in runs if "canonical" in r.extra]
+
+
+def _prop(runs: Sequence[RunRecord], key: str) -> dict[str, Any]:
+    """A fraction of objects over the seeds: Wilson interval on the pooled objects."""
+    recs = [r.extra["canonical"] for r in runs if "canonical" in r.extra]
+    return prop_cell([float(x[key]) for x in recs], [x.get("n_objects") for x in recs])
 
 
 def random_max(n_objects: int, order: int = G, trials: int = 4000) -> float:
@@ -92,96 +132,113 @@ def random_max(n_objects: int, order: int = G, trials: int = 4000) -> float:
 
 
 def _answer_part(name: str, runs: Sequence[RunRecord]) -> str:
-    used, glob = _values(runs, "n_used"), _values(runs, "global_consistency")
-    ent, inst = _values(runs, "entropy_normalized"), _values(runs, "instance_consistency")
-    cls = _values(runs, "class_consistency")
-    m, lo, hi = mean_ci(glob)
+    used, ent = _values(runs, "n_used"), _values(runs, "entropy_normalized")
     return (
         f"{name} used {fmt(float(np.mean(used)), 3)} of {G} canonical poses (normalized "
-        f"entropy {fmt(float(np.mean(ent)), 2)}), with global consistency {fmt(m)} "
-        f"[{fmt(lo)}, {fmt(hi)}], class consistency {fmt(float(np.mean(cls)))} and instance "
-        f"consistency {fmt(float(np.mean(inst)))}"
+        f"entropy {fmt(float(np.mean(ent)), 2)}), with global consistency "
+        f"{ci_text(_prop(runs, 'global_consistency'))}, class consistency "
+        f"{ci_text(_prop(runs, 'class_consistency'))} and instance consistency "
+        f"{fmt(float(np.mean(_values(runs, 'instance_consistency'))))} ({iou_text(runs)})"
     )
 
 
 def _verdict(runs: Sequence[RunRecord], base: Sequence[RunRecord] | None, chance: float) -> str:
-    glob = _values(runs, "global_consistency")
-    _, lo, _ = mean_ci(glob)
-    above_chance = lo == lo and lo > chance  # nan (one seed) is not above
+    glob = _prop(runs, "global_consistency")
+    above_chance = glob["lo"] is not None and glob["lo"] > chance  # undefined is not above
     if base is None:
         return "partly" if above_chance else "no"
-    cmp = compare(_values(base, "global_consistency"), glob)
-    if cmp.separated and cmp.difference > 0:
+    ref = _prop(base, "global_consistency")
+    if glob["mean"] is None or ref["mean"] is None:
+        return "no"
+    if glob["lo"] is not None and ref["hi"] is not None and glob["lo"] > ref["hi"]:
         return "yes"
-    return "partly" if cmp.difference > 0 and above_chance else "no"
+    return "partly" if glob["mean"] > ref["mean"] and above_chance else "no"
 
 
-def answer(records: Sequence[RunRecord]) -> str:
-    """One sentence answering question 2, from the canonical-pose measurements.
+def cell_answer(groups: dict[str, list[RunRecord]], iou_floor: float = 0.5) -> tuple[str, str]:
+    """``(verdict, sentence)`` of one grid cell (its variants' runs, all seeds).
 
     Yes: a search-trained model's global consistency lies above the augmented
-    model's beyond both 95% intervals. Partly: its mean lies above the augmented
-    model's and its interval above chance (the expected share of the modal pose
-    among randomly posed objects), but the two intervals overlap. Not shown:
-    otherwise. The oracle (mode single) is quoted as the reference.
+    model's beyond both 95% Wilson intervals (pooled objects of the seeds).
+    Partly: its mean lies above the augmented model's and its interval above
+    chance (the expected share of the modal pose among randomly posed objects),
+    but the intervals overlap. Not shown: otherwise. Refused: a model behind the
+    verdict (search variants, oracle, augmented) has test IoU below ``iou_floor``.
     """
-    groups = _by_variant([r for r in records if "canonical" in r.extra])
+    groups = {k: v for k, v in groups.items() if any("canonical" in r.extra for r in v)}
     search = {k: v for k, v in groups.items() if v[0].config.train.mode == "search"}
     if not search:
-        return "No search-trained run has canonical-pose measurements yet."
+        return "none", "No search-trained run has canonical-pose measurements yet."
     base = next((v for v in groups.values() if v[0].config.train.mode == "augmented"), None)
     n_obj = int(min(_values(next(iter(search.values())), "n_objects")))
     chance = random_max(n_obj)
-    verdicts = [_verdict(runs, base, chance) for runs in search.values()]
-    head = {"yes": "Yes", "partly": "Partly", "no": "Not shown"}[
-        "yes" if "yes" in verdicts else "partly" if "partly" in verdicts else "no"
-    ]
     parts = [_answer_part(f"the {k} VAE", v) for k, v in search.items()]
-    text = f"{head}: " + "; ".join(parts)
+    text = "; ".join(parts)
     if base is not None:
         text += "; for comparison " + _answer_part("the augmented VAE", base)
     oracle = next((v for v in groups.values() if v[0].config.train.mode == "single"), None)
     if oracle is not None:
         m = float(np.mean(_values(oracle, "global_consistency")))
-        text += f", and the oracle trained on the canonical pose reached {fmt(m)}"
-    return f"{text} (chance: {fmt(chance, 2)} for {n_obj} randomly posed objects)."
+        text += f", and the oracle trained on the canonical pose reached {fmt(m)} "
+        text += f"({iou_text(oracle)})"
+    text += f" (chance: {fmt(chance, 2)} for {n_obj} randomly posed objects)"
+    behind = [r for v in groups.values() for r in v]
+    short = iou_shortfalls(behind, iou_floor)
+    if short:
+        return "refused", f"{refusal(short, iou_floor)}. Measured: {text}."
+    verdicts = [_verdict(runs, base, chance) for runs in search.values()]
+    best = "yes" if "yes" in verdicts else "partly" if "partly" in verdicts else "no"
+    head = {"yes": "Yes", "partly": "Partly", "no": "Not shown"}[best]
+    return best, f"{head}: {text}."
 
 
-def _pose_table(groups: dict[str, list[RunRecord]]) -> list[list[Any]]:
+def answer(records: Sequence[RunRecord], iou_floor: float = 0.5) -> str:
+    """Question 2's answer: :func:`cell_answer` per grid cell (``"At latent=4: ..."``)."""
+    grid = _grid_cells(records)
+    if not grid:
+        return cell_answer({}, iou_floor)[1]
+    if len(grid) == 1:
+        return cell_answer(_variants(grid[0]), iou_floor)[1]
+    return " ".join(f"At {g.label()}: {cell_answer(_variants(g), iou_floor)[1]}" for g in grid)
+
+
+def _pose_table(grid: Sequence[Cell], keys: Sequence[str]) -> list[list[Any]]:
     rows = []
-    for name, runs in groups.items():
-        if not any("canonical" in r.extra for r in runs):
-            continue
-        rows.append(
-            [
-                name,
-                ci_cell(_values(runs, "instance_consistency")),
-                ci_cell(_values(runs, "global_consistency")),
-                random_max(int(min(_values(runs, "n_objects")))),
-                ci_cell(_values(runs, "class_consistency")),
-                ci_cell(_values(runs, "n_used")),
-                ci_cell(_values(runs, "entropy_normalized")),
-            ]
-        )
+    for g in grid:
+        for name, runs in _variants(g).items():
+            if not any("canonical" in r.extra for r in runs):
+                continue
+            rows.append(
+                [
+                    name,
+                    *g.grid(keys),
+                    _prop(runs, "instance_consistency"),
+                    _prop(runs, "global_consistency"),
+                    random_max(int(min(_values(runs, "n_objects")))),
+                    _prop(runs, "class_consistency"),
+                    ci_cell(_values(runs, "n_used")),
+                    ci_cell(_values(runs, "entropy_normalized"), bounds=(0.0, 1.0)),
+                ]
+            )
     return rows
 
 
-def _mse_table(groups: dict[str, list[RunRecord]]) -> list[list[Any]]:
+def _mse_table(grid: Sequence[Cell], keys: Sequence[str]) -> list[list[Any]]:
     return [
         [
             name,
+            *g.grid(keys),
             str(runs[0].results.get("protocol", "?")),
             ci_cell([r.results["test_mse"] for r in runs]),
-            ci_cell([r.results["test_iou"] for r in runs]),
+            iou_cell(runs),
             ci_cell(_values(runs, "common_test_mse")),
         ]
-        for name, runs in groups.items()
+        for g in grid
+        for name, runs in _variants(g).items()
     ]
 
 
-def _figures(
-    groups: dict[str, list[RunRecord]], records: Sequence[RunRecord], out: Path
-) -> dict[str, list[str]]:
+def _figures(grid: Sequence[Cell], records: Sequence[RunRecord], out: Path) -> dict[str, list[str]]:
     figs: dict[str, list[str]] = {"curves": ["figures/search_modes_mse.png"], "poses": []}
     plot_curves(
         out / figs["curves"][0],
@@ -191,18 +248,19 @@ def _figures(
         title="Test MSE per epoch, each under its own protocol",
     )
     hists = []
-    for name, runs in groups.items():
-        first = min(runs, key=lambda r: r.config.seed)
-        if "canonical" in first.extra:
-            hists.append(
-                (f"{name} (seed {first.config.seed})", first.extra["canonical"]["pose_counts"])
-            )
-        pic = first.path / "figures" / "poses.png"
-        if pic.is_file():
-            dest = f"figures/poses_{name}.png"
-            (out / "figures").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(pic, out / dest)
-            figs["poses"].append(dest)
+    for g in grid:
+        for name, runs in _variants(g).items():
+            first = min(runs, key=lambda r: r.config.seed)
+            if "canonical" in first.extra:
+                label = f"{name}{_suffix(g)} (seed {first.config.seed})"
+                hists.append((label, first.extra["canonical"]["pose_counts"]))
+            pic = first.path / "figures" / "poses.png"
+            if pic.is_file():
+                slug = re.sub(r"[^A-Za-z0-9.+=-]+", "_", g.label())
+                dest = f"figures/poses_{name}{'_' + slug if slug else ''}.png"
+                (out / "figures").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(pic, out / dest)
+                figs["poses"].append(dest)
     if hists:
         plot_pose_histograms(
             out / "figures" / "pose_usage.png", hists, title="Canonical poses used"
@@ -211,11 +269,34 @@ def _figures(
     return figs
 
 
+def _lever(records: Sequence[RunRecord], spec: ExperimentSpec, out: Path) -> list[str]:
+    """Global consistency per variant against the first grid key with several values."""
+    keys = [k for k, v in spec.grid if len(v) > 1 and k not in COMPARED]
+    measured = [r for r in records if "canonical" in r.extra]
+    if not keys or not measured:
+        return []
+    n_obj = int(min(r.extra["canonical"]["n_objects"] for r in measured))
+    fig = lever_figure(
+        out,
+        "search_modes_lever",
+        cells(measured),
+        keys[0],
+        lambda c: _prop(c.runs, "global_consistency"),
+        series=lambda c: variant_of(c.runs[0]),
+        ylabel="global consistency (95% Wilson interval)",
+        title="Global consistency against " + keys[0],
+        hline=(random_max(n_obj), "chance (random poses)"),
+    )
+    return [fig] if fig else []
+
+
 def summarize(
     records: Sequence[RunRecord], spec: ExperimentSpec, options: Options, out: Path
 ) -> dict[str, Any]:
-    groups = _by_variant(records)
-    figs = _figures(groups, records, out)
+    grid = _grid_cells(records)
+    keys = grid_keys(spec, skip=COMPARED)
+    cols = ["variant", *grid_columns(keys)]
+    figs = _figures(grid, records, out)
     n_obj = max(
         (r.extra["canonical"]["n_objects"] for r in records if "canonical" in r.extra), default=0
     )
@@ -224,9 +305,11 @@ def summarize(
             "Test MSE per mode",
             "Each curve is measured under its mode's own protocol (single: as stored; "
             "augmented: rotated; search: rotated+search). The last column measures every "
-            "model under one common protocol, rotated+search, so those numbers compare.",
-            ["variant", "protocol", "test MSE", "test IoU", "test MSE, rotated+search"],
-            _mse_table(groups),
+            "model under one common protocol, rotated+search, so those numbers compare. "
+            "Per cell (runs that differ in seed alone): mean and 95% Student-t interval over "
+            "its seeds (n/a with one seed; IoU clipped to [0, 1]).",
+            [*cols, "protocol", "test MSE", "test IoU", "test MSE, rotated+search"],
+            _mse_table(grid, keys),
             figs["curves"],
         ),
         section(
@@ -235,11 +318,16 @@ def summarize(
             "exhaustive search (hard argmin over O, encoder mean); canonical pose h = r⁻¹g. "
             "Consistency counts symmetric objects' equivalent poses as one; chance is the "
             "expected share of the modal pose if each object took a random pose (above "
-            "1/24 for few objects). With exhaustive search over O the instance consistency is 1 by "
-            "construction (every view is scored against the same orbit). Poses used: those "
-            f"taking at least {fmt(100 * options.usage_min_frac, 2)}% of the views.",
+            "1/24 for few objects). With exhaustive search over O the instance consistency "
+            "is 1 by construction (every view is scored against the same orbit). Poses used: "
+            f"those taking at least {fmt(100 * options.usage_min_frac, 2)}% of the views. "
+            "Consistencies: share over the cell's seeds with a 95% Wilson interval on the "
+            "pooled objects (objects of every seed as independent trials: the finite test "
+            "set, not the spread between seeds); the rest: mean and Student-t interval. "
+            f"A verdict is refused when a model behind it has test IoU below "
+            f"{options.iou_floor:g}.",
             [
-                "variant",
+                *cols,
                 "instance",
                 "global",
                 "chance (random)",
@@ -247,8 +335,8 @@ def summarize(
                 "poses used",
                 "entropy / log 24",
             ],
-            _pose_table(groups),
-            figs.get("usage", []),
+            _pose_table(grid, keys),
+            figs.get("usage", []) + _lever(records, spec, out),
         ),
         section(
             "What the models turned the inputs to",
@@ -258,12 +346,21 @@ def summarize(
             figures=figs["poses"],
         ),
     ]
-    sentence = answer(records)
+    per_class = per_class_iou_section(cells(records), grid_keys(spec))
+    if per_class is not None:
+        sections.append(per_class)
+    verdicts = {g.label() or "all": cell_answer(_variants(g), options.iou_floor)[0] for g in grid}
     return jsonable(
         {
             "name": spec.name,
-            "answers": [{"question": (spec.questions or (QUESTION,))[0], "answer": sentence}],
+            "answers": [
+                {
+                    "question": (spec.questions or (QUESTION,))[0],
+                    "answer": answer(records, options.iou_floor),
+                }
+            ],
             "sections": sections,
+            "verdicts": verdicts,
         }
     )
 
