@@ -15,14 +15,21 @@ in spawned processes with one torch thread each (on CPUs two one-thread
 processes beat one two-thread process); every run draws only from its own seed,
 so its numbers are those of the same run trained alone with one torch thread
 (``train.threads=1``; other thread counts change float sums in the last bits).
+Workers end with the process that started them (even after ``kill -9``), and
+each run's folder is locked while it trains (:mod:`orient3d.lock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -108,10 +115,45 @@ def reusable_run(name: str, cfg: Config, folders: Sequence[Path]) -> Path | None
     return None
 
 
-def _init_worker(threads: int) -> None:
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` ends, even by ``kill -9`` (no orphan keeps training).
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``);
+    a watchdog thread also checks every second that the parent is still ours
+    (other systems, and a parent that died before the prctl took effect).
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _in_scope(fn: Callable[[T], R], item: T) -> R:
+    """``fn(item)``, then let go of the folder locks it took (a worker trains runs in turn)."""
+    from orient3d import lock
+
+    with lock.scope():
+        return fn(item)
 
 
 _SHARED: dict[int, ProcessPoolExecutor] = {}  # workers -> the pool of a shared_pool block
@@ -124,7 +166,9 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
     os.environ.update({k: os.environ.get(k, v) for k, v in env.items()})  # children inherit
     try:
         ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(1,))
+        pool = ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(1, os.getpid())
+        )
         for fut in [pool.submit(int) for _ in range(workers)]:  # start them all while the
             fut.result()  # environment is set (spawned processes start on demand)
         return pool
@@ -173,7 +217,7 @@ def parallel_map(
         out = []
         for i, item in enumerate(items):
             try:
-                out.append(fn(item))
+                out.append(_in_scope(fn, item))
             except Exception as err:
                 log.error("%s failed: %s", labels[i], err)
                 raise
@@ -197,7 +241,7 @@ def _pool_map(
     progress: Progress | None,
 ) -> list[R]:
     results: dict[int, R] = {}
-    futures: dict[Future[R], int] = {pool.submit(fn, x): i for i, x in enumerate(items)}
+    futures: dict[Future[R], int] = {pool.submit(_in_scope, fn, x): i for i, x in enumerate(items)}
     pending = set(futures)
     while pending:
         finished, pending = wait(pending, return_when=FIRST_COMPLETED)
