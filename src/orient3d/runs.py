@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -24,9 +27,12 @@ from typing import IO, Any
 
 import torch
 
-from orient3d import __version__
+from orient3d import __version__, lock
 from orient3d.config import Config, dumps, load_config, to_dict
 from orient3d.errors import RunError
+from orient3d.runcheck import epoch_problems, file_sha256
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIG",
@@ -36,16 +42,23 @@ __all__ = [
     "RUNTIME_KEYS",
     "Scalars",
     "append_jsonl",
+    "check_data_fingerprint",
+    "check_new_run",
     "check_same_config",
     "checkpoint_path",
+    "checkpoint_source",
     "clear_run",
+    "data_fingerprint",
     "git_info",
     "load_checkpoint",
+    "lock_run",
     "make_meta",
+    "note_resume",
     "prepare_new_run",
     "read_json",
     "read_jsonl",
     "read_run_config",
+    "restore_metrics",
     "save_checkpoint",
     "truncate_jsonl",
     "write_json",
@@ -75,6 +88,7 @@ def _atomic(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, lock.file_mode())  # mkstemp makes 0600; a run's files follow the umask
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -142,9 +156,24 @@ def truncate_jsonl(path: str | Path, epoch: int) -> list[dict[str, Any]]:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """``torch.save`` ``state`` to ``path`` atomically."""
-    with _atomic(Path(path), "wb") as f:
-        torch.save(state, f)
+    """``torch.save`` ``state`` to ``path`` atomically; a full disk is a RunError.
+
+    A failed write leaves the previous file at ``path`` as it was."""
+    p = Path(path)
+    try:
+        with _atomic(p, "wb") as f:
+            torch.save(state, f)
+    except (OSError, RuntimeError) as err:
+        full = getattr(err, "errno", None) == errno.ENOSPC or "write failed" in str(err)
+        if not full and not isinstance(err, OSError):
+            raise
+        why = "no space left on device" if full else (getattr(err, "strerror", None) or str(err))
+        try:
+            free = f" ({shutil.disk_usage(p.parent).free / 2**20:.0f} MiB free)"
+        except OSError:
+            free = ""
+        kept = "; the previous checkpoint there is kept" if p.exists() else ""
+        raise RunError(f"{p}: cannot write the checkpoint: {why}{free}{kept}") from None
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -285,6 +314,25 @@ def clear_run(out: str | Path) -> None:
             p.unlink()
 
 
+def check_new_run(out: str | Path, force: bool) -> bool:
+    """Whether ``out`` holds files to clear for a new run; RunError if it may not be used.
+
+    A non-empty folder is refused unless ``force``; an experiment folder always."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise RunError(f"{p}: exists and is not a folder")
+    if not p.is_dir() or all(f.name == lock.LOCK_NAME for f in p.iterdir()):
+        return False
+    if (p / "experiment.json").exists():
+        raise RunError(f"{p}: holds an experiment, not a run; pick another --out")
+    if not force:
+        raise RunError(
+            f"{p}: folder is not empty; resume it with --resume, pick another --out, "
+            "or pass --force to overwrite"
+        )
+    return True
+
+
 def prepare_new_run(out: str | Path, cfg: Config, meta: dict[str, Any], force: bool) -> None:
     """Create ``out`` for a fresh run and write its config and meta.
 
@@ -292,15 +340,100 @@ def prepare_new_run(out: str | Path, cfg: Config, meta: dict[str, Any], force: b
     first removes the files a run writes.
     """
     p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise RunError(f"{p}: exists and is not a folder")
-    if p.is_dir() and any(p.iterdir()):
-        if not force:
-            raise RunError(
-                f"{p}: folder is not empty; resume it with --resume, pick another --out, "
-                "or pass --force to overwrite"
-            )
+    if check_new_run(p, force):
         clear_run(p)
     (p / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     write_text(p / CONFIG, dumps(cfg))
     write_json(p / META, meta)
+
+
+# ----------------------------------------------------------------------------
+# One writer, the same data, a complete log
+
+
+def lock_run(out: str | Path, command: str | None = None, create: bool = True) -> None:
+    """Take ``out``'s writer lock for this process (:func:`orient3d.lock.hold`).
+
+    ``create=False`` (a resume): a missing ``out`` is a RunError, not a new folder."""
+    if not create and not Path(out).is_dir():
+        raise RunError(f"{out}: not a run folder (no such folder)")
+    lock.hold(out, command)
+
+
+def data_fingerprint(*sets: Any) -> str:
+    """``sha256:`` of the uint8 grids and labels of ``sets`` (VoxelSets), in order."""
+    h = hashlib.sha256()
+    for vs in sets:
+        vox = vs.voxels.to(torch.uint8).contiguous().cpu()
+        h.update(f"{tuple(vox.shape)}|".encode())
+        h.update(vox.numpy().tobytes())
+        h.update(vs.labels.to(torch.int64).contiguous().cpu().numpy().tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def check_data_fingerprint(out: str | Path, fingerprint: str, allow_change: bool) -> bool:
+    """Whether the data of a resume differs from the run's (``meta.json``); refuse unless allowed.
+
+    A run without a recorded fingerprint (older versions) is taken as is.
+    """
+    saved = read_json(Path(out) / META).get("data_fingerprint")
+    if not saved or not fingerprint or saved == fingerprint:
+        return False
+    if not allow_change:
+        raise RunError(
+            f"{out}: the training/test data differ from those the run started with "
+            f"(fingerprint {saved[:19]}…, now {fingerprint[:19]}…); resuming would mix "
+            "them. Restore the data, or pass --allow-data-change to continue anyway"
+        )
+    log.warning("%s: the data changed since the run started; continuing on the new data", out)
+    return True
+
+
+def note_resume(out: str | Path, epoch: int, command: str | None, fingerprint: str = "") -> None:
+    """Append this resume to ``meta.json`` (and a data change, with the new fingerprint)."""
+    meta = read_json(Path(out) / META)
+    entry: dict[str, Any] = {"time": now(), "epoch": epoch, "command": command}
+    old = meta.get("data_fingerprint")
+    if fingerprint and old != fingerprint:
+        if old:
+            entry["data_changed_from"] = old
+        meta["data_fingerprint"] = fingerprint
+    meta.setdefault("resumed", []).append(entry)
+    write_json(Path(out) / META, meta)
+
+
+def restore_metrics(
+    path: str | Path, epoch: int, saved: list[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """Make the log hold exactly epochs ``1..epoch``, once each (a resume from ``epoch``).
+
+    Later epochs are dropped. ``saved``: the records kept in the checkpoint; when
+    given, a log with gaps or repeats is rewritten from them exactly; without
+    them such a log is a RunError (its lost lines cannot be rebuilt). Returns
+    the records kept.
+    """
+    kept = [r for r in read_jsonl(path) if int(r["epoch"]) <= epoch]
+    want = [r for r in (saved or []) if int(r["epoch"]) <= epoch]
+    problems = epoch_problems(kept)
+    if [int(r["epoch"]) for r in kept] != list(range(1, epoch + 1)) and not problems:
+        problems = [f"epochs not in order 1..{epoch}"]
+    if problems and len(want) == epoch and not epoch_problems(want):
+        log.warning("%s: %s; rewritten from the checkpoint", path, "; ".join(problems))
+        kept = want
+    elif problems:
+        raise RunError(
+            f"{path}: {'; '.join(problems)}, and the checkpoint holds no copy of the log "
+            "(made by an older version); restore the file or start again with --force"
+        )
+    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def checkpoint_source(run: str | Path) -> dict[str, Any]:
+    """Which checkpoint ``evaluate``/``recover`` use (best, else last): name, epoch, sha256."""
+    for which in ("best", "last"):
+        p = checkpoint_path(run, which)
+        if p.exists():
+            epoch = load_checkpoint(p).get("epoch")
+            return {"checkpoint": which, "epoch": epoch, "sha256": file_sha256(p)}
+    return {}

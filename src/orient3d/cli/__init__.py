@@ -7,6 +7,7 @@ Each subcommand module has a docstring (its help), ``add_args(parser)`` and
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import logging
@@ -75,6 +76,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # a file the system refused: name it, no traceback
+        logging.getLogger(__name__).debug("details", exc_info=True)
+        print(f"orient3d {args.command}: error: {_os_message(err)}", file=sys.stderr)
+        return 2
+
+
+def _os_message(err: OSError) -> str:
+    """``PATH: what`` for an OSError (no space left, permission denied, is a folder, ...)."""
+    why = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        why = "no space left on device"
+    where = err.filename if err.filename is not None else "(a file)"
+    return f"{where}: {why}"
 
 
 if __name__ == "__main__":

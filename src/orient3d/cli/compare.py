@@ -2,7 +2,9 @@
 
 Final metrics come from results.json, or from the last epoch of metrics.jsonl
 when results.json is missing (the "source" column says which). Prints an
-aligned text table, or JSON with --json.
+aligned text table, or JSON with --json; then a warning per problem: epochs
+missing from or repeated in metrics.jsonl, a recover.json computed from an
+older checkpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orient3d.report_parts.rundata import RunData, config_diff, load_run, run_labels
+from orient3d.runcheck import run_warnings
 
 __all__ = ["add_args", "compare_rows", "format_table", "main"]
 
@@ -24,7 +27,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def compare_rows(runs: list[RunData]) -> list[dict[str, Any]]:
-    """One dict per run: ``run``, ``path``, ``config`` (differing keys), ``metrics``, ``source``."""
+    """One dict per run: ``run``, ``path``, ``config`` (differing keys), ``metrics``,
+    ``source`` and ``warnings``."""
     flats = [r.flat_config() for r in runs]
     differ, _ = config_diff(flats)
     rows = []
@@ -37,6 +41,7 @@ def compare_rows(runs: list[RunData]) -> list[dict[str, Any]]:
                 "config": {k: flat.get(k) for k in differ},
                 "metrics": metrics,
                 "source": source,
+                "warnings": run_warnings(r.path, r.metrics, {"recover.json": r.recover}, r.results),
             }
         )
     return rows
@@ -71,6 +76,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()
         for line in [header, ["-" * w for w in widths], *body]
     ]
+    lines += [f"warning: {r['run']}: {w}" for r in rows for w in r.get("warnings", [])]
     return "\n".join(lines)
 
 

@@ -11,7 +11,8 @@ DIR receives runs/<name>/ (one run folder each), experiment.json, summary.json
 (tables with 95% intervals, verdicts, the answers), figures/*.png and report.html.
 Running the same command again resumes: finished runs are skipped, interrupted
 ones continue from their last checkpoint. --workers N trains N runs side by side
-in one-thread processes.
+in one-thread processes, which end with this one (even after kill -9). One
+process at a time writes DIR and each run folder (a lock; a second is refused).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from orient3d.errors import ConfigError
+from orient3d import runs
+from orient3d.cli.checks import check_config_path
+from orient3d.errors import ConfigError, RunError
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -45,12 +48,23 @@ def print_answers(summary: dict[str, object], out: Path) -> None:
         print(f"report: {report}")
 
 
+def check_experiment_folder(out: Path) -> None:
+    """``out`` may hold an experiment (resumed) or nothing, not a file or a training run."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder; pick another --out")
+    if (out / runs.CONFIG).is_file() and not (out / "experiment.json").is_file():
+        raise RunError(f"{out}: holds a training run, not an experiment; pick another --out")
+
+
 def main(args: argparse.Namespace) -> int:
     from orient3d.experiments import run_experiment
 
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
+    check_config_path(args.config, args.overrides, "experiment")
     out = Path(args.out)
+    check_experiment_folder(out)
+    runs.lock_run(out, "orient3d experiment " + " ".join([args.config, "--out", args.out]))
     summary = run_experiment(
         args.config,
         out,

@@ -7,7 +7,11 @@
 CONFIG is a TOML file (configs/single.toml, configs/augmented.toml); dotted
 overrides apply on top of it. RUN receives config.toml, meta.json,
 metrics.jsonl (one line per epoch), results.json, checkpoints/ and tb/. A
-non-empty RUN is refused unless --force. A resumed run reaches exactly the
+non-empty RUN is refused unless --force. One process at a time
+writes RUN (a lock; a second is refused naming the first). A resume refuses data
+that differ from the run's (a fingerprint in meta.json) unless
+--allow-data-change, and rewrites metrics.jsonl to the epochs of its checkpoint.
+A resumed run reaches exactly the
 metrics of an uninterrupted one (on the same machine and threads); overrides on
 resume may only change train.threads, train.progress, train.eval_batch_size and
 train.device. Progress bars show on a terminal unless --train.progress=false.
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from orient3d import distributed, runs
+from orient3d.cli.checks import check_config_path
 from orient3d.config import apply_overrides, load_config
 from orient3d.errors import ConfigError
 
@@ -39,6 +44,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
     parser.add_argument(
         "--force", action="store_true", help="overwrite the run files of a non-empty --out"
+    )
+    parser.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="resume even though the training/test data differ from the run's",
     )
     # Unknown ``--key=value`` arguments are collected as overrides by orient3d.cli.main.
     parser.set_defaults(overrides=[], _accepts_overrides=True)
@@ -74,6 +84,7 @@ def _command_line(args: argparse.Namespace) -> str:
     words += ["--out", args.out] if args.out else []
     words += ["--resume", args.resume] if args.resume else []
     words += ["--force"] if args.force else []
+    words += ["--allow-data-change"] if getattr(args, "allow_data_change", False) else []
     return " ".join(map(shlex.quote, [*words, *args.overrides]))
 
 
@@ -82,22 +93,35 @@ def main(args: argparse.Namespace) -> int:
 
     if not distributed.from_env().main:  # under torchrun, rank 0 alone reports
         logging.getLogger("orient3d").setLevel(logging.WARNING)
+    check_config_path(args.config, args.overrides)
+    command = _command_line(args)
+    main_rank = distributed.from_env().main
     if args.resume:
         if args.config or args.out not in (None, args.resume):
             raise ConfigError("--resume RUN takes no CONFIG and no other --out")
         out = Path(args.resume)
         cfg = apply_overrides(runs.read_run_config(out), args.overrides)
+        if main_rank:  # one writer per run folder, before the data load
+            runs.lock_run(out, command, create=False)
     else:
         if not args.out:
             raise ConfigError("--out RUN is required (or --resume RUN)")
         out = Path(args.out)
         cfg = load_config(args.config, args.overrides)
-    command = _command_line(args)
+        if main_rank:
+            runs.check_new_run(out, args.force)
+            runs.lock_run(out, command)
     bar = TqdmProgress() if cfg.train.progress and sys.stderr.isatty() else None
     clean = False
     try:
         result = train(
-            cfg, out, resume=bool(args.resume), command=command, force=args.force, progress=bar
+            cfg,
+            out,
+            resume=bool(args.resume),
+            command=command,
+            force=args.force,
+            progress=bar,
+            allow_data_change=getattr(args, "allow_data_change", False),
         )
         clean = True
     except KeyboardInterrupt:
