@@ -15,9 +15,14 @@ VARIANTS = {"single": ["train.mode=single"], "continuous": ["train.mode=continuo
 SUCCESS = {"gradient": [0.05, 0.1, 0.08], "grid-refine": [0.6, 0.7, 0.65]}
 
 
-def _so3(seed: int) -> dict[str, dict[str, float]]:
+def _so3(seed: int) -> dict[str, dict[str, float]]:  # as pose.recover_continuous
     return {
-        m: {"success_rate": v[seed], "median_error_deg": 100 * (1 - v[seed]), "forward_passes": p}
+        m: {
+            "success_rate": v[seed],
+            "median_error_deg": 100 * (1 - v[seed]),
+            "forward_passes": p,
+            "n": 20,
+        }
         for (m, v), p in zip(SUCCESS.items(), (61, 1021))
     }
 
@@ -47,15 +52,22 @@ def test_summary_from_fake_runs(tmp_path: Path) -> None:
     assert "continuous search training put 60% (95% CI" in sentence
     secs = {s["title"]: s for s in summary["sections"]}
     rows = secs["Pose error against method"]["table"]["rows"]
+    cols = secs["Pose error against method"]["table"]["columns"]
     assert [r[0] for r in rows] == ["gradient", "grid-refine"]
-    assert rows[1][1]["mean"] == pytest.approx(0.65)
-    cont = {r[0]: r[1] for r in secs["Continuous search training"]["table"]["rows"]}
-    assert cont["consistency"]["mean"] == pytest.approx(0.6) and cont["pose_change"]["n"] == 3
+    assert [r[1] for r in rows] == ["single", "single"]  # the variant column
+    success = rows[1][cols.index("success rate")]
+    assert success["mean"] == pytest.approx(0.65) and success["interval"] == "wilson"
+    table = secs["Continuous search training"]["table"]
+    (row,) = table["rows"]
+    cont = dict(zip(table["columns"], row))
+    assert cont["consistency"]["mean"] == pytest.approx(0.6)  # 0.5, 0.6, 0.7 of 4 objects
+    assert cont["pose change (°)"]["n"] == 3 and cont["test IoU"]["mean"] == pytest.approx(0.7)
     json.dumps(summary)
 
 
 def test_answer_without_runs() -> None:
     assert "No run" in EC.answer([], {"consistency": []})
+    assert "No run" in EC.answers([])
 
 
 @pytest.mark.slow

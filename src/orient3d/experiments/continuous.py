@@ -15,8 +15,10 @@ After training each run gets ``continuous.json``
   objects within ``radius_deg`` of one ``H``), with its test MSE (so3+search)
   from ``results.json`` and the last epoch's median pose change.
 
-The summary gives each number's mean and 95% Student-t interval over seeds, and
-one sentence computed from them.
+The summary is per cell (runs that differ in seed alone, grid values as
+columns): success rates and consistency with a 95% Wilson interval on the pooled
+objects of the seeds, every other number with its mean and 95% Student-t interval
+over seeds (n/a with one seed), and one sentence per grid cell.
 """
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orient3d.experiments.cells import (
+    Cell,
+    cells,
+    check_grid_values,
+    ci_text,
+    grid_columns,
+    grid_keys,
+    lever_figure,
+    per_class_iou_section,
+    prop_cell,
+)
 from orient3d.experiments.common import (
     AnalysisTask,
     Kind,
@@ -46,6 +59,7 @@ QUESTIONS = (
     "Does training with a continuous pose search in the loop give one canonical pose?",
 )
 OUTPUT = "continuous.json"
+COMPARED = ("variant", "train.mode")  # single and continuous runs of one grid cell meet
 
 
 @dataclass(frozen=True)
@@ -77,7 +91,7 @@ def analyze(task: AnalysisTask) -> None:
     cfg, model = load_run(task.path, str(device))
     _, test = load_data(cfg)
     o = task.options
-    result: dict[str, Any] = {"mode": cfg.train.mode}
+    result: dict[str, Any] = {"mode": cfg.train.mode, "n_objects": len(test)}
     if cfg.train.mode == "single":
         result["so3"] = pose.recover_continuous(
             model,
@@ -99,100 +113,220 @@ def analyze(task: AnalysisTask) -> None:
 
 
 def method_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
-    """Per method: success rates, median errors and forward passes over seeds."""
-    by: dict[str, dict[str, list[float]]] = {}
+    """Per method: success rates (and objects tried), median errors, passes over the runs.
+
+    Call it with the runs of one cell (runs that differ in seed alone); ``test_iou``
+    is the single-orientation models' test IoU.
+    """
+    by: dict[str, dict[str, list[Any]]] = {}
     for r in records:
         so3 = (r.extra.get("continuous") or {}).get("so3", {})
         for m, v in so3.items():
-            d = by.setdefault(m, {"success": [], "median": [], "passes": []})
+            d = by.setdefault(
+                m, {"success": [], "n": [], "median": [], "passes": [], "test_iou": []}
+            )
             d["success"].append(float(v["success_rate"]))
+            d["n"].append(v.get("n"))
             d["median"].append(float(v["median_error_deg"]))
             d["passes"].append(float(v["forward_passes"]))
+            if "test_iou" in r.results:
+                d["test_iou"].append(float(r.results["test_iou"]))
     return [{"method": m, **d} for m, d in by.items()]
 
 
-def continuous_rows(records: Sequence[RunRecord]) -> dict[str, list[float]]:
-    """Over the continuous runs: consistency, test MSE (so3+search), last pose change."""
-    out: dict[str, list[float]] = {"consistency": [], "test_mse": [], "pose_change": []}
+def continuous_rows(records: Sequence[RunRecord]) -> dict[str, list[Any]]:
+    """Over the continuous runs of one cell: consistency (and objects), test MSE, IoU, change."""
+    out: dict[str, list[Any]] = {
+        "consistency": [],
+        "n": [],
+        "test_mse": [],
+        "test_iou": [],
+        "pose_change": [],
+    }
     for r in records:
         cons = (r.extra.get("continuous") or {}).get("consistency")
         if r.config.train.mode != "continuous" or not cons:
             continue
         out["consistency"].append(float(cons["consistency"]))
+        out["n"].append(r.extra["continuous"].get("n_objects", r.results.get("n_test")))
         out["test_mse"].append(float(r.results["test_mse"]))
+        if "test_iou" in r.results:
+            out["test_iou"].append(float(r.results["test_iou"]))
         change = r.metrics[-1].get("pose_change_median_deg") if r.metrics else None
         if change is not None:
             out["pose_change"].append(float(change))
     return out
 
 
-def answer(methods: Sequence[dict[str, Any]], cont: dict[str, list[float]]) -> str:
-    """One sentence from the numbers."""
+def _pct(c: dict[str, Any]) -> str:
+    """A proportion cell in percent: ``"65% (95% CI 58–71%)"`` or ``"65% (95% CI n/a)"``."""
+    if c["mean"] is None:
+        return "n/a"
+    if c["lo"] is None or c["hi"] is None:
+        return f"{fmt(100 * c['mean'])}% (95% CI n/a)"
+    return f"{fmt(100 * c['mean'])}% (95% CI {fmt(100 * c['lo'])}–{fmt(100 * c['hi'])}%)"
+
+
+def answer(methods: Sequence[dict[str, Any]], cont: dict[str, list[Any]]) -> str:
+    """One sentence from the numbers of one cell, with the test IoU of the models."""
     parts = []
     if methods:
-        ranked = sorted(methods, key=lambda m: -mean_ci(m["success"])[0])
+        succ = {m["method"]: prop_cell(m["success"], m.get("n", [])) for m in methods}
+        ranked = sorted(methods, key=lambda m: -succ[m["method"]]["mean"])
         best, rest = ranked[0], ranked[1:]
-        others = ", ".join(f"{m['method']} {fmt(100 * mean_ci(m['success'])[0])}%" for m in rest)
-        m, lo, hi = mean_ci(best["success"])
+        others = ", ".join(f"{m['method']} {fmt(100 * succ[m['method']]['mean'])}%" for m in rest)
+        iou = ci_text(ci_cell(best.get("test_iou", []), bounds=(0.0, 1.0)))
         parts.append(
-            f"{best['method']} recovered {fmt(100 * m)}% (95% CI {fmt(100 * lo)}–"
-            f"{fmt(100 * hi)}%) of SO(3)-rotated test objects to within the threshold "
-            f"at {fmt(mean_ci(best['passes'])[0])} forward passes per object"
+            f"{best['method']} recovered {_pct(succ[best['method']])} of SO(3)-rotated test "
+            f"objects to within the threshold at {fmt(mean_ci(best['passes'])[0])} forward "
+            "passes per object"
             + (f", against {others}" if others else "")
+            + f" (single-orientation models' test IoU {iou})"
         )
     if cont["consistency"]:
-        m, lo, hi = mean_ci(cont["consistency"])
+        c = prop_cell(cont["consistency"], cont.get("n", []))
+        iou = ci_text(ci_cell(cont.get("test_iou", []), bounds=(0.0, 1.0)))
         parts.append(
-            f"continuous search training put {fmt(100 * m)}% (95% CI {fmt(100 * lo)}–"
-            f"{fmt(100 * hi)}%) of test objects within one canonical pose"
+            f"continuous search training put {_pct(c)} of test objects within one canonical "
+            f"pose (test IoU {iou})"
         )
     if not parts:
         return "No run has a continuous-pose measurement yet."
     return "; ".join(parts) + "."
 
 
+def _tables(
+    grid: Sequence[Cell], keys: Sequence[str], variant: bool
+) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Rows of the method table and of the continuous-training table, per cell."""
+    methods, cont = [], []
+    for g in grid:
+        for c in cells(g.runs):
+            head = [c.values.get("variant")] * variant + g.grid(keys)
+            for m in method_rows(c.runs):
+                methods.append(
+                    [
+                        m["method"],
+                        *head,
+                        prop_cell(m["success"], m["n"]),
+                        ci_cell(m["median"]),
+                        ci_cell(m["passes"]),
+                        ci_cell(m["test_iou"], bounds=(0.0, 1.0)),
+                    ]
+                )
+            k = continuous_rows(c.runs)
+            if k["consistency"]:
+                cont.append(
+                    [
+                        *head,
+                        prop_cell(k["consistency"], k["n"]),
+                        ci_cell(k["test_mse"]),
+                        ci_cell(k["test_iou"], bounds=(0.0, 1.0)),
+                        ci_cell(k["pose_change"]),
+                    ]
+                )
+    return methods, cont
+
+
+def answers(grid: Sequence[Cell]) -> str:
+    """:func:`answer` per grid cell (``"At latent=4: ..."`` when there are several)."""
+    if len(grid) <= 1:
+        runs = grid[0].runs if grid else ()
+        return answer(method_rows(runs), continuous_rows(runs))
+    return " ".join(
+        f"At {g.label()}: {answer(method_rows(g.runs), continuous_rows(g.runs))}" for g in grid
+    )
+
+
 def summarize(
     records: Sequence[RunRecord], spec: ExperimentSpec, options: Options, out: Path
 ) -> dict[str, Any]:
-    methods = method_rows(records)
-    cont = continuous_rows(records)
-    table = [
-        [m["method"], ci_cell(m["success"]), ci_cell(m["median"]), ci_cell(m["passes"])]
-        for m in methods
-    ]
+    grid = cells(records, ignore=COMPARED)
+    keys = grid_keys(spec, skip=COMPARED)
+    methods, cont = _tables(grid, keys, bool(spec.variants))
     text = (
         f"Single-orientation models; {options.n} test objects per seed, each turned by a "
         "uniform random rotation (trilinear resampling, thresholded at 0.5). Success: "
         f"geodesic error below {options.threshold_deg}° modulo the object's symmetry. "
-        "Mean and 95% Student-t interval over seeds."
+        "Per cell (runs that differ in seed alone): success rate over the pooled objects of "
+        "the seeds with a 95% Wilson interval (objects as independent trials: the finite "
+        "test set, not the spread between seeds); the rest: mean and 95% Student-t interval "
+        "over seeds (n/a with one seed)."
     )
-    cont_table = [[k, ci_cell(v)] for k, v in cont.items() if v]
     cont_text = (
         "Continuous runs: consistency is the largest fraction of test objects whose "
         f"canonical rotation H = Rᵀ R_true lies within {options.radius_deg}° of one of "
-        "them (protocol so3+search rotations, full coarse-to-fine search); test MSE under "
-        "so3+search; pose change: the last epoch's median angle between consecutive "
-        "canonical rotations of the training objects."
+        "them (protocol so3+search rotations, full coarse-to-fine search; Wilson interval on "
+        "the pooled objects); test MSE and IoU under so3+search; pose change: the last "
+        "epoch's median angle between consecutive canonical rotations of the training objects."
     )
+    head = ["variant"] * bool(spec.variants) + grid_columns(keys)
+    sections = [
+        section(
+            "Pose error against method",
+            text,
+            [
+                "method",
+                *head,
+                "success rate",
+                "median error (°)",
+                "forward passes / object",
+                "test IoU",
+            ],
+            methods,
+            _lever(records, spec, options, out),
+        ),
+        section(
+            "Continuous search training",
+            cont_text,
+            [*head, "consistency", "test MSE", "test IoU", "pose change (°)"],
+            cont,
+        ),
+    ]
+    per_class = per_class_iou_section(cells(records), grid_keys(spec))
+    if per_class is not None:
+        sections.append(per_class)
     questions = spec.questions or QUESTIONS
-    sentence = answer(methods, cont)
     return jsonable(
         {
             "name": spec.name,
-            "answers": [{"question": " ".join(questions), "answer": sentence}],
-            "sections": [
-                section(
-                    "Pose error against method",
-                    text,
-                    ["method", "success rate", "median error (°)", "forward passes / object"],
-                    table,
-                ),
-                section("Continuous search training", cont_text, ["measure", "value"], cont_table),
-            ],
-            "methods": methods,
-            "continuous": cont,
+            "answers": [{"question": " ".join(questions), "answer": answers(grid)}],
+            "sections": sections,
+            "methods": [{"grid": g.values, "rows": method_rows(g.runs)} for g in grid],
+            "continuous": [{"grid": g.values, **continuous_rows(g.runs)} for g in grid],
         }
     )
+
+
+def _lever(
+    records: Sequence[RunRecord], spec: ExperimentSpec, options: Options, out: Path
+) -> list[str]:
+    """Success rate per method against the first grid key with several values."""
+    keys = [k for k, v in spec.grid if len(v) > 1 and k not in COMPARED]
+    if not keys:
+        return []
+    method_cells = [
+        (Cell({**c.values, "method": m["method"]}, c.runs), prop_cell(m["success"], m["n"]))
+        for c in cells(records)
+        for m in method_rows(c.runs)
+    ]
+    stats = {id(c): st for c, st in method_cells}
+    fig = lever_figure(
+        out,
+        "continuous_lever",
+        [c for c, _ in method_cells],
+        keys[0],
+        lambda c: stats[id(c)],
+        series=lambda c: str(c.values["method"]),
+        ylabel=f"success rate (error < {options.threshold_deg:g}°, 95% Wilson)",
+        title="Pose recovery against " + keys[0],
+    )
+    return [fig] if fig else []
+
+
+def check(spec: ExperimentSpec, options: Options) -> None:
+    """Refuse grid modes other than single and continuous (nothing is measured for them)."""
+    check_grid_values(spec, "train.mode", ("single", "continuous"), "continuous")
 
 
 def _wants(run: RunSpec, options: Options) -> bool:
@@ -207,4 +341,5 @@ KIND = Kind(
     wants_analysis=_wants,
     extra_files=(OUTPUT,),
     analysis_output=OUTPUT,
+    check=check,
 )
