@@ -42,7 +42,8 @@ def test_train_then_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert "as_stored" in out and "rotated" in out
     ev = runs.read_json(run / "evaluate.json")
-    assert set(ev) == {"as_stored", "rotated"}
+    assert set(ev) == {"as_stored", "rotated", "source"}
+    assert ev["source"]["checkpoint"] == "best" and ev["source"]["sha256"].startswith("sha256:")
     assert ev["rotated"]["test_mse"] == pytest.approx(
         runs.read_json(run / "results.json")["test_mse"]
     )

@@ -18,8 +18,11 @@ import torch
 from orient3d import lock, runcheck, runs
 from orient3d.cli import main
 from orient3d.errors import RunError
+from orient3d.model import VAE
+from orient3d.recover import recover
+from orient3d.stats import wilson_ci
 from orient3d.train import fit
-from train_helpers import tiny_config, tiny_data
+from train_helpers import random_polycubes, tiny_config, tiny_data
 
 HOLD = """
 import sys, time
@@ -204,3 +207,38 @@ def test_a_full_disk_keeps_the_old_checkpoint(
         runs.save_checkpoint(path, {"epoch": 2})
     assert runs.load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_evaluate_records_its_checkpoint_warns_when_unfinished_and_goes_stale(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tiny_config("train.epochs=1", f"data.cache_dir={tmp_path / 'cache'}")
+    run = tmp_path / "run"
+    fit(cfg, *tiny_data(cfg), run)
+    (run / "results.json").unlink()  # as if killed before the end
+    with caplog.at_level("WARNING"):
+        assert main(["evaluate", str(run), "--protocol", "as_stored"]) == 0
+    assert "has not finished" in caplog.text
+    source = runs.read_json(run / "evaluate.json")["source"]
+    best = run / "checkpoints" / "best.pt"
+    assert source == {"checkpoint": "best", "epoch": 1, "sha256": runcheck.file_sha256(best)}
+    assert runcheck.run_warnings(run, runs.read_jsonl(run / "metrics.jsonl")) == []
+    runs.save_checkpoint(best, {**runs.load_checkpoint(best), "epoch": 7})  # a newer model
+    assert runcheck.run_warnings(run, []) == [
+        "evaluate.json: computed from an older checkpoint (stale; run it again)"
+    ]
+    capsys.readouterr()
+    assert main(["compare", str(run)]) == 0
+    assert "evaluate.json: computed from an older checkpoint" in capsys.readouterr().out
+
+
+def test_recovery_accuracy_has_a_wilson_interval() -> None:
+    cfg = tiny_config()
+    model = VAE(cfg.model, cfg.data.res).eval()
+    test = random_polycubes(8, 16)
+    result = recover(model, test, 8, generator=torch.Generator().manual_seed(0))
+    lo, hi = result["accuracy_ci"]
+    k = result["n_correct"]
+    assert (lo, hi) == pytest.approx(wilson_ci(k, 8)[1:])
+    assert hi - lo > 0.2  # 8 objects can never give a zero-width 95% interval
+    assert wilson_ci(8, 8)[1] < 0.7  # "1.000 [1.000, 1.000]" was the Student t answer

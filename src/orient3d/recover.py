@@ -18,7 +18,6 @@ import logging
 import time
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from orient3d.data import VoxelSet
@@ -26,7 +25,7 @@ from orient3d.groups import cube_group, rotate
 from orient3d.metrics.recovery import recovery_accuracy
 from orient3d.model import VAE
 from orient3d.search import Precision, choose, score_orientations
-from orient3d.stats import mean_ci
+from orient3d.stats import wilson_ci
 
 __all__ = ["recover", "recovery_table"]
 
@@ -51,8 +50,9 @@ def recover(
     each gets a fresh random element of O from ``generator``.
 
     Returns a JSON-ready dict: ``accuracy`` (modulo symmetry) with ``accuracy_ci``
-    (95% Student t), ``n``, ``n_correct``, ``errors_by_angle`` (``{"90": count, ...}``
-    over the wrong predictions), ``posterior_mass_on_truth``, ``objects_per_s``
+    (95% Wilson score interval: not empty at 0 or n correct), ``n``,
+    ``n_correct``, ``errors_by_angle`` (``{"90": count, ...}`` over the wrong
+    predictions), ``posterior_mass_on_truth``, ``objects_per_s``
     (scoring and choice only), ``seconds`` and ``protocol``.
     """
     o = cube_group()
@@ -75,10 +75,11 @@ def recover(
         seconds += time.perf_counter() - t0
     stab = test.stabilizers[idx]
     res = recovery_accuracy(pred, g, stab, o, posterior=post)
-    _, lo, hi = mean_ci(res["correct"].astype(float))
+    _, lo, hi = wilson_ci(int(res["n_correct"]), n)
     return {
         "accuracy": res["accuracy"],
-        "accuracy_ci": [float(np.clip(lo, 0, 1)), float(np.clip(hi, 0, 1))],  # Student t
+        "accuracy_ci": [lo, hi],  # Wilson score, 95%
+        "accuracy_ci_method": "wilson",
         "n": n,
         "n_correct": res["n_correct"],
         "errors_by_angle": {str(a): c for a, c in sorted(res["error_angle_counts"].items())},

@@ -68,6 +68,7 @@ from orient3d.report_parts.rundata import (
     run_labels,
     scalar_items,
 )
+from orient3d.runcheck import run_warnings
 from orient3d.stats import mean_ci
 
 log = logging.getLogger(__name__)
@@ -243,9 +244,22 @@ def _recover_html(runs: Sequence[RunData], labels: Sequence[str]) -> str:
     return H.table(["run", *cols], [[lab, *(v.get(k) for k in cols)] for lab, v in rows])
 
 
+def _warnings_html(runs: Sequence[RunData], labels: Sequence[str]) -> str:
+    """Gaps or repeats in a run's log, derived files from an older checkpoint."""
+    items = [
+        f"<li>{H.esc(lab)}: {H.esc(w)}</li>"
+        for lab, r in zip(labels, runs)
+        for w in run_warnings(r.path, r.metrics, r.results)
+    ]
+    return f'<ul class="missing">{"".join(items)}</ul>' if items else ""
+
+
 def _add_runs(rep: Report, runs: Sequence[RunData], heading: str = "") -> None:
     labels = run_labels(runs)
     pre = f"{heading}: " if heading else ""
+    warnings = _warnings_html(runs, labels)
+    if warnings:
+        rep.section(f"{pre}Warnings", warnings)
     rep.section(f"{pre}Setup", _setup_html(runs, labels))
     rep.section(f"{pre}Final metrics", _metrics_html(runs, labels))
     for title, body in (

@@ -10,11 +10,14 @@ retrained run), so a report can mark them.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-__all__ = ["epoch_problems", "file_sha256", "is_stale", "run_warnings"]
+__all__ = ["DERIVED", "epoch_problems", "file_sha256", "is_stale", "run_warnings"]
+
+DERIVED = ("evaluate.json", "recover.json")  # files computed from a checkpoint
 
 
 def _span(xs: list[int]) -> str:
@@ -56,17 +59,27 @@ def is_stale(run: str | Path, derived: dict[str, Any] | None) -> bool:
     return not p.is_file() or file_sha256(p) != src["sha256"]
 
 
+def _derived(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def run_warnings(
-    run: str | Path,
-    metrics: list[dict[str, Any]],
-    derived: dict[str, dict[str, Any] | None],
-    results: dict[str, Any] | None = None,
+    run: str | Path, metrics: list[dict[str, Any]], results: dict[str, Any] | None = None
 ) -> list[str]:
-    """One line per problem: the log's epochs, stale ``derived`` files (name -> contents)."""
+    """One line per problem of a run folder: the log's epochs, stale derived files.
+
+    ``metrics``: the log's records; ``results``: results.json (its ``epochs_run``
+    makes a lost last line count as missing)."""
     last = (results or {}).get("epochs_run")
-    last = last if isinstance(last, int) else None
-    out = [f"metrics.jsonl: {p}" for p in epoch_problems(metrics, last)]
-    for name, obj in derived.items():
-        if obj is not None and is_stale(run, obj):
+    out = [
+        f"metrics.jsonl: {p}"
+        for p in epoch_problems(metrics, last if isinstance(last, int) else None)
+    ]
+    for name in DERIVED:
+        if is_stale(run, _derived(Path(run) / name)):
             out.append(f"{name}: computed from an older checkpoint (stale; run it again)")
     return out

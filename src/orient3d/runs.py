@@ -430,10 +430,22 @@ def restore_metrics(
 
 
 def checkpoint_source(run: str | Path) -> dict[str, Any]:
-    """Which checkpoint ``evaluate``/``recover`` use (best, else last): name, epoch, sha256."""
+    """The checkpoint ``evaluate``/``recover`` use (best, else last): name, epoch, sha256.
+
+    Logs a warning when the run has not finished (no results.json)."""
     for which in ("best", "last"):
         p = checkpoint_path(run, which)
         if p.exists():
             epoch = load_checkpoint(p).get("epoch")
+            if not (Path(run) / RESULTS).exists():
+                log.warning(
+                    "%s: the run has not finished (no %s); using its %s checkpoint of "
+                    "epoch %s. Finish it with: orient3d train --resume %s",
+                    run,
+                    RESULTS,
+                    which,
+                    epoch,
+                    run,
+                )
             return {"checkpoint": which, "epoch": epoch, "sha256": file_sha256(p)}
     return {}

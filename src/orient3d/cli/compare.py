@@ -3,8 +3,8 @@
 Final metrics come from results.json, or from the last epoch of metrics.jsonl
 when results.json is missing (the "source" column says which). Prints an
 aligned text table, or JSON with --json; then a warning per problem: epochs
-missing from or repeated in metrics.jsonl, a recover.json computed from an
-older checkpoint.
+missing from or repeated in metrics.jsonl, an evaluate.json or recover.json
+computed from an older checkpoint.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def compare_rows(runs: list[RunData]) -> list[dict[str, Any]]:
                 "config": {k: flat.get(k) for k in differ},
                 "metrics": metrics,
                 "source": source,
-                "warnings": run_warnings(r.path, r.metrics, {"recover.json": r.recover}, r.results),
+                "warnings": run_warnings(r.path, r.metrics, r.results),
             }
         )
     return rows

@@ -8,8 +8,9 @@ by the run's search; search runs only), so3 and so3+search (a fixed seeded
 uniform SO(3) rotation, resampled and thresholded; then the continuous search of
 continuous runs). By default: as_stored and rotated, plus rotated+search for
 search runs and so3, so3+search for continuous runs. Prints a table and writes
-RUN/evaluate.json (protocol -> metrics with per-object values); results.json
-stays the training's own.
+RUN/evaluate.json (protocol -> metrics with per-object values, and "source":
+the checkpoint used, its epoch and sha256); results.json stays the training's
+own. A run that has not finished (no results.json) is evaluated with a warning.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def main(args: argparse.Namespace) -> int:
         p: evaluate(model, test_set, cfg, protocol=p, canonicalize=mode.canonicalize)
         for p in protocols
     }
-    runs.write_json(Path(args.run) / "evaluate.json", results)
+    source = runs.checkpoint_source(args.run)  # (warns when the run has not finished)
+    runs.write_json(Path(args.run) / "evaluate.json", {**results, "source": source})
     print(table(results))
     return 0

@@ -8,7 +8,8 @@ element of O (seeded by --seed, default the run's seed); the model scores all 24
 elements (negative ELBO of r⁻¹·x, encoder mean) and picks one. Reports the
 accuracy counted modulo the object's symmetry, the errors by angle (90°, 120°,
 180°; smallest over symmetric equivalents), the mean posterior mass on the truth
-and the throughput; prints a table and writes RUN/recover.json.
+and the throughput; prints a table and writes RUN/recover.json, whose "source"
+names the checkpoint used (epoch, sha256; a run without results.json warns).
 
 With --rotations so3 each of N test objects (default: up to 50) is turned by a
 uniform random rotation (trilinear resampling, thresholded at 0.5) and each
@@ -72,6 +73,7 @@ def _so3(args: argparse.Namespace, model: VAE, test: VoxelSet, seed: int) -> dic
     path = Path(args.run) / "recover.json"
     merged: dict[str, Any] = runs.read_json(path) if path.exists() else {}
     merged["so3"] = {**merged.get("so3", {}), **result}
+    merged["source"] = runs.checkpoint_source(args.run)
     runs.write_json(path, merged)
     return result
 
@@ -114,6 +116,7 @@ def main(args: argparse.Namespace) -> int:
     old = runs.read_json(path) if path.exists() else {}
     if "so3" in old:  # keep the continuous results of --rotations so3
         result["so3"] = old["so3"]
+    result["source"] = runs.checkpoint_source(args.run)  # (warns if the run is unfinished)
     runs.write_json(path, result)
     print(recovery_table(result))
     return 0
