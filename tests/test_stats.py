@@ -44,6 +44,7 @@ def test_compare_groups(rng: np.random.Generator) -> None:
 def test_format_ci() -> None:
     assert format_ci(0.12345, 0.1, 0.15) == "0.123 [0.1, 0.15]"
 
+
 def test_format_ci_says_na_for_an_undefined_interval() -> None:
     m, lo, hi = mean_ci([0.219])  # one value: no interval
     assert format_ci(m, lo, hi) == "0.219 [n/a]"

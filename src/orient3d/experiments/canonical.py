@@ -95,11 +95,11 @@ def _prop(runs: Sequence[RunRecord], key: str) -> dict[str, Any]:
 
 def _train_prop(runs: Sequence[RunRecord]) -> dict[str, Any]:
     """Share of the last epoch's training samples in the modal pose index (Wilson, pooled)."""
-    hists = [
-        next((m["pose_hist"] for m in reversed(r.metrics) if m.get("pose_hist")), None)
-        for r in runs
-    ]
-    hists = [h for h in hists if h and sum(h) > 0]
+    hists: list[list[float]] = []
+    for r in runs:
+        last = next((m["pose_hist"] for m in reversed(r.metrics) if m.get("pose_hist")), None)
+        if last and sum(last) > 0:
+            hists.append([float(v) for v in last])
     return prop_cell([max(h) / sum(h) for h in hists], [float(sum(h)) for h in hists])
 
 
