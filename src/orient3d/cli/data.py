@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 
 from orient3d import groups, render
+from orient3d.config import DataConfig
 from orient3d.data import VoxelSet, load_dataset
 from orient3d.data.arrays import trivial_fraction
+from orient3d.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="cache folder (default ~/.cache/orient3d)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument(
+        "--max-gib",
+        type=float,
+        default=8.0,
+        help="refuse to load more than this many GiB of grids (objects × res³ bytes)",
+    )
 
 
 def _short(obj_id: str) -> str:
@@ -62,10 +72,35 @@ def preview_image(vs: VoxelSet, per_class: int = 8, obj: int = 0, size: int = 96
     return render.stack_images(parts, gap=size // 6)
 
 
+def check_preview_args(args: argparse.Namespace, n: int | None) -> None:
+    """Refuse, before any work, what training refuses or what cannot fit (one line each)."""
+    try:
+        DataConfig(res=args.res)  # the resolutions training accepts
+    except ConfigError as err:
+        raise ConfigError(f"--res: {err}") from None
+    for name in ("size", "per_class"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1")
+    if n is not None:
+        gib = n * args.res**3 / 2**30
+        if gib > args.max_gib:
+            raise ConfigError(
+                f"--res {args.res} with {n} objects needs {gib:.1f} GiB of grids, more than "
+                f"--max-gib {args.max_gib:g}; lower --res or --n, or raise --max-gib"
+            )
+    out = Path(args.out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give a .png file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError(f"--out {out}: cannot write in {parent}")
+
+
 def main(args: argparse.Namespace) -> int:
     n = args.n
     if n is None and args.source == "procedural":
         n = 50 * 9
+    check_preview_args(args, n)
     vs = load_dataset(
         args.source,
         args.res,

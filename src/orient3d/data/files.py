@@ -12,7 +12,9 @@ Formats (by extension):
 
 Voxel values must be exactly 0 or 1 and no grid may be empty. Arrays whose side
 differs from the requested ``res`` are resampled (:func:`arrays.resample`: down
-by any-occupancy max-pooling, up by nearest neighbour).
+by any-occupancy max-pooling, up by nearest neighbour); grids smaller than 4³
+are not scaled up (a 1³ grid would become a solid cube). Text meshes are read
+with any bytes in comments, and a vertex with NaN or inf coordinates is an error.
 
 **voxnet frame.** The shared ``voxnet32_*`` files store axes ``(y, x, z)``
 relative to ModelNet's ``.off`` frame. ``swap_xy=None`` (the default) swaps
@@ -26,6 +28,7 @@ file is collected and reported in one :class:`DataError`.
 
 from __future__ import annotations
 
+import io
 import logging
 import zipfile
 import zlib
@@ -55,6 +58,7 @@ MESH_EXTENSIONS = (".off", ".obj", ".stl")
 ARRAY_EXTENSIONS = (".npy", ".npz", ".binvox")
 EXTENSIONS = ARRAY_EXTENSIONS + MESH_EXTENSIONS
 VOXNET_PREFIX = "voxnet32_"
+MIN_UPSAMPLE_SIDE = 4  # smaller grids are refused rather than scaled up into blocks
 
 
 @dataclass(frozen=True)
@@ -111,20 +115,38 @@ def _place_centred(m: np.ndarray, res: int) -> np.ndarray:
     return out
 
 
+def _mesh_source(path: Path) -> io.BytesIO:
+    """The file's bytes; text formats decoded leniently (a Latin-1 byte in a comment is
+    fine), so trimesh need not guess the encoding."""
+    data = path.read_bytes()
+    if path.suffix.lower() in (".off", ".obj"):
+        data = data.decode("utf-8", errors="replace").encode("utf-8")
+    return io.BytesIO(data)
+
+
 def voxelize_mesh(path: str | Path, res: int, margin: int = 1) -> np.ndarray:
     """A mesh file as one solid ``(res, res, res)`` grid, centred, aspect kept."""
     import trimesh
 
     name = str(path)
     try:
-        mesh = trimesh.load(str(path), force="mesh")
+        mesh = trimesh.load(
+            _mesh_source(Path(path)),
+            file_type=Path(path).suffix.lower()[1:],
+            force="mesh",
+            process=False,
+        )
     except Exception as err:  # trimesh raises many kinds on bad input
         raise DataError(f"{name}: trimesh cannot read this mesh ({err})") from err
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise DataError(f"{name}: no triangles in this mesh (empty or unreadable)")
-    extent = float(np.max(mesh.extents))
-    if not np.isfinite(mesh.vertices).all() or extent <= 0:
-        raise DataError(f"{name}: mesh has non-finite or degenerate vertices")
+    bad = int((~np.isfinite(mesh.vertices).all(axis=1)).sum())
+    if bad:  # (processing would drop them silently, and the faces using them)
+        raise DataError(f"{name}: {bad} vertex/vertices with NaN or infinite coordinates")
+    mesh.process()
+    extent = float(np.max(mesh.extents)) if len(mesh.faces) else 0.0
+    if extent <= 0:
+        raise DataError(f"{name}: mesh has degenerate vertices (zero extent)")
     n = res - 2 * margin
     mesh = mesh.copy()
     # min corner at the origin: trimesh's lattice has a voxel centre at every
@@ -166,6 +188,11 @@ def load_file(path: str | Path, res: int, swap_xy: bool | None = None) -> Loaded
     swap = p.name.startswith(VOXNET_PREFIX) if swap_xy is None else swap_xy
     if swap and p.suffix.lower() in ARRAY_EXTENSIONS:
         vox = np.ascontiguousarray(vox.swapaxes(1, 2))
+    if vox.shape[1] < min(res, MIN_UPSAMPLE_SIDE):
+        raise DataError(
+            f"{p}: grids are {vox.shape[1]}³, too coarse to scale up to {res}³ "
+            f"(each voxel would become a solid block); need at least {MIN_UPSAMPLE_SIDE}³"
+        )
     vox = resample(vox, res)
     lab, class_names = _check_labels(p, labels, names, len(vox))
     ids = (p.stem,) if len(vox) == 1 else tuple(f"{p.stem}#{k}" for k in range(len(vox)))

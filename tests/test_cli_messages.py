@@ -1,0 +1,84 @@
+"""Mistakes on the command line and in data files end in one clear line, no traceback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orient3d.cli import main
+from orient3d.data.files import load_file, voxelize_mesh
+from orient3d.errors import DataError
+
+TETRA = "4 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\n3 0 1 2\n3 0 1 3\n3 0 2 3\n3 1 2 3\n"
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_train_command_line_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _error(capsys, ["train", "--out", str(tmp_path / "r"), "--train.epochs", "3"])
+    assert "did you mean --train.epochs=3?" in err
+    err = _error(capsys, ["train", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert "is a folder, not a TOML config file" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_out_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    err = _error(capsys, ["train", "--out", str(ro / "run")])
+    assert "permission denied" in err
+
+
+def test_experiment_out_must_be_an_experiment_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "single_vs_all.toml"
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    err = _error(capsys, ["experiment", str(cfg), "--out", str(afile)])
+    assert "exists and is not a folder" in err
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text("seed = 0\n")
+    err = _error(capsys, ["experiment", str(cfg), "--out", str(run)])
+    assert "holds a training run, not an experiment" in err
+
+
+def test_preview_refuses_bad_sizes_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = str(tmp_path / "s.png")
+    assert "needs 450.0 GiB" in _error(capsys, ["data", "preview", "--res", "1024", "--out", png])
+    assert "a power of 2" in _error(capsys, ["data", "preview", "--res", "15", "--out", png])
+    assert "--size: must be >= 1" in _error(
+        capsys, ["data", "preview", "--size", "0", "--out", png]
+    )
+    assert "is a folder" in _error(capsys, ["data", "preview", "--out", str(tmp_path)])
+
+
+def test_meshes_with_odd_comment_bytes_load_and_bad_vertices_are_named(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.off"
+    latin.write_bytes(b"OFF\n# caf\xe9\n" + TETRA.encode())
+    assert voxelize_mesh(latin, 16).sum() > 0
+    nan = tmp_path / "nan.off"
+    nan.write_text("OFF\n5 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\nnan 0 0\n" + TETRA.split("\n", 5)[5])
+    with pytest.raises(DataError, match="1 vertex/vertices with NaN or infinite"):
+        voxelize_mesh(nan, 16)
+
+
+def test_a_tiny_grid_is_not_stretched_into_a_solid_cube(tmp_path: Path) -> None:
+    path = tmp_path / "one.npy"
+    np.save(path, np.ones((1, 1, 1), np.uint8))
+    with pytest.raises(DataError, match="1³, too coarse to scale up to 16³"):
+        load_file(path, 16)
