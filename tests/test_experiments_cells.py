@@ -251,6 +251,8 @@ def test_continuous_per_cell(tmp_path: Path) -> None:
     assert _col(ccols, crows, "latent") == LATENTS
     assert [c["objects"] for c in _col(ccols, crows, "consistency")] == [8, 8]
     assert summary["answers"][0]["answer"].startswith("At latent=4: gradient recovered 20%")
+    lever = tmp_path / "figures" / "continuous_lever.png"
+    assert _png_width(lever) == 600  # one panel: the method is a line, not a panel
 
 
 @pytest.mark.parametrize(
@@ -293,3 +295,30 @@ def test_an_undefined_interval_reads_n_a(tmp_path: Path) -> None:
     assert rows[0][columns.index("test MSE")]["lo"] is None  # JSON keeps null
     html = (tmp_path / "report.html").read_text()
     assert "0.03 [n/a] (n=1)" in html
+
+
+def _png_width(path: Path) -> int:
+    from PIL import Image
+
+    return Image.open(path).size[0]
+
+
+def test_lever_figure_splits_other_grid_keys_into_panels(tmp_path: Path) -> None:
+    from orient3d.experiments.cells import Cell, lever_figure
+
+    grid = [
+        Cell({"variant": v, "model.latent": lat, "model.beta": b}, ())
+        for v in ("a", "b")
+        for b in (1.0, 4.0)
+        for lat in LATENTS
+    ]
+
+    def stat(c: Cell) -> dict[str, Any]:
+        return {"mean": c.values["model.latent"] / 64, "lo": None, "hi": None}
+
+    kw: dict[str, Any] = {"series": lambda c: c.values["variant"], "ylabel": "y", "title": "t"}
+    two = lever_figure(tmp_path, "two", grid, "model.latent", stat, **kw)
+    one = lever_figure(tmp_path, "one", grid[:2], "model.latent", stat, **kw)
+    assert (two, one) == ("figures/two.png", "figures/one.png")
+    assert _png_width(tmp_path / "figures/two.png") > _png_width(tmp_path / "figures/one.png")
+    assert lever_figure(tmp_path, "none", grid, "model.width", stat, **kw) is None

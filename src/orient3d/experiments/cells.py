@@ -252,17 +252,18 @@ def lever_figure(
     ylabel: str,
     title: str,
     hline: tuple[float, str] | None = None,
+    series_keys: Sequence[str] = ("variant", "train.mode"),
 ) -> str | None:
     """A "lever on x, answer on y" figure: ``x_key`` on x, one line per ``series``.
 
-    Cells that differ in grid keys other than ``x_key`` (and the series) go to
-    separate panels. ``stat(cell)`` gives ``{"mean", "lo", "hi"}``; None where no
-    cell has ``x_key``. Returns the figure's path relative to ``out``.
+    Cells that differ in keys other than ``x_key`` and ``series_keys`` (those the
+    series tells apart) go to separate panels. ``stat(cell)`` gives ``{"mean",
+    "lo", "hi"}``; None where no cell has ``x_key``. Returns the figure's path relative to ``out``.
     """
     have = [c for c in groups if x_key in c.values and stat(c).get("mean") is not None]
     if not have:
         return None
-    panel_keys = [k for k in have[0].values if k not in (x_key, "variant")]
+    panel_keys = [k for k in have[0].values if k != x_key and k not in series_keys]
     panels: dict[str, dict[str, list[Cell]]] = {}
     for c in have:
         panels.setdefault(c.label(panel_keys), {}).setdefault(series(c), []).append(c)

@@ -318,6 +318,7 @@ def _lever(
         keys[0],
         lambda c: stats[id(c)],
         series=lambda c: str(c.values["method"]),
+        series_keys=(*COMPARED, "method"),
         ylabel=f"success rate (error < {options.threshold_deg:g}°, 95% Wilson)",
         title="Pose recovery against " + keys[0],
     )
