@@ -14,6 +14,12 @@ verdicts, one-sentence answers, report sections), ``out/figures/*.png`` and
 - ``continuous`` (:mod:`.continuous`): SO(3) pose error against method,
   and the canonical pose of continuous search training.
 
+Every kind summarizes per *cell* (:mod:`.cells`): only runs that differ in
+seed alone are replicates, so means, intervals, verdicts and figures are taken
+within one set of grid values and variant; tables carry the grid keys as columns,
+``summary.json`` lists the cells, and a kind refuses a grid it cannot show before
+any training (``Kind.check``).
+
 A new kind is a module with a ``KIND`` (:class:`~.common.Kind`) listed in
 :data:`KINDS`.
 

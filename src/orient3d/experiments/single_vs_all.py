@@ -3,9 +3,11 @@
 Runs: latent sizes × train.mode in {single, augmented} × seeds. Each model is
 measured on its own task (the protocol its mode defaults to: ``single`` on the
 test objects as stored, ``augmented`` on them turned by fixed random rotations),
-because the question is which task costs the VAE more. Per latent size the test
-MSE over seeds gets a 95% Student-t interval; the verdict says which mode is lower
-and whether the difference lies outside both intervals (with Welch's p-value).
+because the question is which task costs the VAE more. Per cell (the runs of one
+latent size and any other grid values, differing in mode and seed alone) the test
+MSE over seeds gets a 95% Student-t interval (n/a with one seed); the verdict says
+which mode is lower and whether the difference lies outside both intervals (with
+Welch's p-value). Verdicts are never refused, but every answer gives the test IoU.
 """
 
 from __future__ import annotations
