@@ -63,6 +63,7 @@ def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(
         assert lock.held(run)
         assert f"pid={os.getpid()}" in (run / lock.LOCK_NAME).read_text()
     assert not lock.held(run)
+    assert not (run / lock.LOCK_NAME).exists()  # a clean release leaves no lock file
 
 
 def test_train_resume_and_force_into_a_running_folder_are_refused(

@@ -5,7 +5,9 @@ A process that writes a run or experiment folder first takes the folder's lock
 refused with a :class:`~orient3d.errors.RunError` naming the holder's PID and
 command. The kernel drops a ``flock`` when its holder dies (even by ``kill -9``),
 so a lock left by a dead process is simply taken over; the PID written in the
-file serves the error message only. The lock file itself stays in the folder.
+file serves the error message only. A clean release (or exit) removes the
+file while still holding the lock; a process that locked the removed file
+notices (another inode at the path) and locks the new one.
 
 Within one process the lock of a folder is taken once and shared (``hold`` is
 idempotent); :func:`scope` releases what was taken inside a block, which is how
@@ -14,6 +16,7 @@ a worker process that trains several runs one after another lets each go.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -99,21 +102,35 @@ def hold(folder: str | Path, command: str | None = None) -> None:
     key = _key(folder)
     if key in _HELD:
         return
-    fd = _open(key)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        os.close(fd)
-        if err.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-            raise RunError(f"{folder}: cannot lock {LOCK_NAME}: {err.strerror}") from None
-        raise RunError(
-            f"{folder}: in use by {holder(key)}; wait for it to finish or stop it"
-        ) from None
+    for _ in range(20):
+        fd = _open(key)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                raise RunError(f"{folder}: cannot lock {LOCK_NAME}: {err.strerror}") from None
+            raise RunError(
+                f"{folder}: in use by {holder(key)}; wait for it to finish or stop it"
+            ) from None
+        if _same_file(fd, key / LOCK_NAME):
+            break
+        os.close(fd)  # its holder released (and removed) it meanwhile: take the new one
+    else:
+        raise RunError(f"{folder}: cannot lock {LOCK_NAME}: it keeps being replaced")
     cmd = command if command is not None else " ".join(sys.argv)
     since = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid={os.getpid()}\nsince={since}\ncommand={cmd}\n".encode(), 0)
     _HELD[key] = fd
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def held(folder: str | Path) -> bool:
@@ -123,9 +140,18 @@ def held(folder: str | Path) -> bool:
 
 def release(folder: str | Path) -> None:
     """Let ``folder``'s lock go (nothing if this process does not hold it)."""
-    fd = _HELD.pop(_key(folder), None)
+    key = _key(folder)
+    fd = _HELD.pop(key, None)
     if fd is not None:
+        with contextlib.suppress(OSError):  # removed while still locked (see hold)
+            os.unlink(key / LOCK_NAME)
         os.close(fd)  # closing the only descriptor drops the flock
+
+
+@atexit.register
+def _release_all() -> None:
+    for key in list(_HELD):
+        release(key)
 
 
 @contextlib.contextmanager
