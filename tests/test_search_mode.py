@@ -156,7 +156,8 @@ def test_search_run_end_to_end(tmp_path: Path, choice: str) -> None:
         f"search.choice={choice}",
         "train.progress=false",
     )
-    result = fit(cfg, objs.subset(list(range(8))), objs.subset([8, 9, 10, 11]), tmp_path / "run")
+    train_set, test_set = objs.subset(list(range(8))), objs.subset([8, 9, 10, 11])
+    result = fit(cfg, train_set, test_set, tmp_path / "run", val_set=objs.subset([10, 11]))
     assert result["protocol"] == "rotated+search"
     records = [
         json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()
@@ -213,3 +214,42 @@ def test_oh_search_prepares_in_oh_and_canonicalizes_in_o() -> None:
     assert r is not None and int(r.max()) < 24
     s = score_orientations(model, x, o)
     assert torch.equal(r, s.argmin(dim=1))
+
+
+def test_cache_staleness_is_measured_and_triggers_a_full_refresh() -> None:
+    """Samples drawn for a fresh search while their entry is current measure staleness.
+
+    With the model unchanged a fresh search agrees with the cache (stale 0); after
+    the model changes every disagreement is counted, and above ``max_stale`` the
+    next epoch re-searches every object."""
+    cfg = _cfg(
+        "search.cache=true",
+        "search.refresh_every=100",
+        "search.refresh_frac=1.0",
+        "search.max_stale=0.05",
+        "train.epochs=4",
+    )
+    n = 6
+    mode = SearchMode(cfg, make_objects(n), torch.Generator().manual_seed(0))
+    model = tiny_model()
+    x, g, idx = _batch(n)
+    mode.start_epoch(model, 1)
+    mode.prepare(model, x, g, idx, 1)  # fills the cache (nothing current yet)
+    mode.prepare(model, x, g, idx, 1)  # the same model: every fresh choice agrees
+    stats = mode.end_epoch(1)
+    assert stats["cache_stale_checked"] == n and stats["cache_stale_frac"] == 0.0
+    assert stats["cache_refreshed"] is True and mode.refresh_all is False
+
+    cached = mode.poses[:, 0].clone()
+    other = tiny_model(seed=7)
+    mode.start_epoch(other, 2)
+    mode.prepare(other, x, g, idx, 2)
+    fresh = canonical_pose(score_orientations(other, x, cube_group()).argmin(1), g, cube_group())
+    differ = ~same_voxels(mode.stab, cube_group(), fresh, cached)
+    stats = mode.end_epoch(2)
+    assert stats["cache_refreshed"] is False
+    assert stats["cache_stale_frac"] == pytest.approx(float(differ.float().mean()))
+    assert differ.any(), "the two models should disagree on some pose"
+    assert mode.refresh_all is True  # above max_stale: the next epoch searches everything
+    mode.start_epoch(other, 3)
+    assert mode.refreshed and bool(mode._need_search(idx).all())

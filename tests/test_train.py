@@ -177,7 +177,7 @@ def test_modes_see_rotated_batches_and_extras_are_logged(
     RecordingMode.seen = []
     cfg = tiny_config('train.mode="augmented"', "train.epochs=1")
     train_set, test_set = tiny_data(cfg)
-    fit(cfg, train_set, test_set, tmp_path)
+    fit(cfg, train_set, test_set, tmp_path, val_set=test_set)  # all of train_set trains
     group = groups.cube_group()
     idx_all = torch.cat([s[2] for s in RecordingMode.seen])
     assert sorted(idx_all.tolist()) == list(range(len(train_set)))  # a permutation

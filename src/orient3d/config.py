@@ -40,10 +40,18 @@ def _check(ok: bool, key: str, value: object, want: str) -> None:
 class DataConfig:
     source: str = "procedural"  # "procedural" (built in) or a path to voxel/mesh files
     res: int = 16  # voxel grid side D (16, 32 or 64)
-    n_train: int = 2048  # training objects (0: all available)
+    n_train: int = 2048  # training objects, validation included (0: all available)
+    # validation objects carved from the training objects, seeded and stratified by class;
+    # model selection and early stopping read them (-1: 10%, at least 1; 0: none, the last
+    # epoch is kept and early stopping is off)
+    n_val: int = -1
     n_test: int = 512  # test objects (0: all available)
     classes: tuple[str, ...] = ()  # restrict to these classes (empty: all)
     cache_dir: str = ""  # where generated/voxelized data is cached ("": default)
+    # a control: turn each training (and validation) object once by a fixed seeded random
+    # element of O before training, so the stored frame carries no alignment; the test
+    # objects keep their stored frame, in which the pose metrics are measured
+    random_frames: bool = False
 
     def __post_init__(self) -> None:
         _check(
@@ -54,6 +62,7 @@ class DataConfig:
         )
         _check(self.n_train >= 0, "data.n_train", self.n_train, ">= 0")
         _check(self.n_test >= 0, "data.n_test", self.n_test, ">= 0")
+        _check(self.n_val >= -1, "data.n_val", self.n_val, ">= 0, or -1 for 10%")
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,7 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cosine", "step"] = "cosine"  # per-epoch schedule
     lr_step_epochs: int = 10  # step schedule: halve the rate every this many epochs
     grad_clip: float = 10.0  # max gradient norm (0: off)
-    early_stopping: int = 0  # stop after this many epochs without test improvement (0: off)
+    early_stopping: int = 0  # stop after this many epochs without validation gain (0: off)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     # autocast dtype; auto: bf16 where native (CUDA, CPUs with AVX512-BF16/AMX), else fp32
     # (BENCHMARKS.md: bf16 moves the test MSE < 1%); fp16: CUDA only, with a GradScaler
@@ -122,11 +131,17 @@ class SearchConfig:
     refresh_every: int = 16  # cache: search epochs between re-searches of all (0: never)
     proposals: int = 1  # cache: poses kept per object and re-scored on a hit (1: reuse as is)
     refresh_frac: float = 0.05  # cache: fraction of each step's samples searched in full anyway
-    # Orientation prior over the canonical pose h (orient3d.prior): uniform (the seed's
-    # model), learned (one categorical p(h), updated each epoch), class (one per class:
-    # an oracle, the labels are not a model input). Scores become L - log p(h).
-    prior: Literal["uniform", "learned", "class"] = "uniform"
-    prior_floor: float = 1e-3  # learned/class: minimum probability of any pose
+    # cache: the cached choices a fresh search would change (measured each epoch on the
+    # refresh_frac samples, logged as cache_stale_frac); above this the next epoch
+    # re-searches every object (1: never)
+    max_stale: float = 0.05
+    # Orientation prior over the canonical pose h = r⁻¹g (orient3d.prior): uniform (the
+    # seed's model); stored_frame (one categorical p(h), updated each epoch; h is measured
+    # in the dataset's stored frame, so this prior is weakly supervised by that frame;
+    # "learned" is its former name); class (one per class: an oracle, reads the labels).
+    # Hard scores become L - λ log p(h); soft weights softmax(-L/T + λ log p(h)).
+    prior: Literal["uniform", "stored_frame", "learned", "class"] = "uniform"
+    prior_floor: float = 1e-3  # stored_frame/class: minimum probability of any pose
     prior_update: Literal["em", "gradient"] = "em"  # EM step, or a gradient step on logits
     prior_step: float = 1.0  # em: step size in (0, 1] (1: M-step); gradient: learning rate
     prior_temperature: float = 1.0  # gradient: p = softmax(logits / temperature)
@@ -143,6 +158,7 @@ class SearchConfig:
         _check(self.refresh_every >= 0, "search.refresh_every", self.refresh_every, ">= 0")
         _check(self.proposals >= 1, "search.proposals", self.proposals, ">= 1")
         _check(0 <= self.refresh_frac <= 1, "search.refresh_frac", self.refresh_frac, "in [0, 1]")
+        _check(0 <= self.max_stale <= 1, "search.max_stale", self.max_stale, "in [0, 1]")
         _check(
             0 <= self.prior_floor < 1 / 48, "search.prior_floor", self.prior_floor, "in [0, 1/48)"
         )

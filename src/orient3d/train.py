@@ -4,7 +4,11 @@ The loop (:func:`fit`) reads top to bottom: each epoch draws a seeded permutatio
 of the training objects, cuts it into batches of the whole uint8 tensor, turns
 each sample by a fresh random element ``g`` of O when the mode asks for it, lets
 the mode prepare the grids the loss is computed on, takes an Adam step, then
-evaluates on the test split, logs one line of ``metrics.jsonl`` and checkpoints.
+evaluates on the validation and test splits, logs one line of ``metrics.jsonl``
+and checkpoints. The validation split (``data.n_val`` objects carved from the
+training objects, :func:`orient3d.data.split_validation`) makes every decision:
+the best checkpoint, early stopping. The test split is evaluated for reporting
+only; nothing the loop does depends on it.
 Every draw comes from two generators seeded from ``cfg.seed`` (one for batch
 order and rotations, one on the device for ``z``), saved in each checkpoint, so
 ``--resume`` reaches exactly the metrics of an uninterrupted run.
@@ -28,11 +32,11 @@ from torch import Tensor
 
 from orient3d import __version__, distributed, groups, runs
 from orient3d.config import Config, TrainConfig, to_dict
-from orient3d.data import VoxelSet
+from orient3d.data import VoxelSet, split_validation
 from orient3d.devices import autocast, check_precision, resolve_precision, set_threads
 from orient3d.distributed import Dist
-from orient3d.errors import DataError, RunError
-from orient3d.evaluate import DEFAULT_PROTOCOL, evaluate, load_run, summary
+from orient3d.errors import ConfigError, DataError, RunError
+from orient3d.evaluate import DEFAULT_PROTOCOL, evaluate, load_run
 from orient3d.model import VAE
 from orient3d.modes import MODES, AugmentedMode, Mode, Prepared, SingleMode, get_mode
 
@@ -48,6 +52,7 @@ __all__ = [
     "get_mode",
     "load_data",
     "load_run",
+    "split_validation",
     "train",
 ]
 
@@ -88,7 +93,7 @@ class _State:
     dist: Dist = field(default_factory=Dist)  # this rank's place (one process: 0 of 1)
     mode_gen: torch.Generator | None = None  # the mode's draws when per rank (DDP)
     epoch: int = 0  # epochs completed
-    best: float = math.inf  # best test neg ELBO so far
+    best: float = math.inf  # best validation neg ELBO so far
     best_epoch: int = 0
     stale: int = 0  # epochs since the best
     stopped: bool = False  # early stopping ended the run
@@ -234,30 +239,51 @@ def _train_epoch(
     return total / n, n / (time.perf_counter() - t0), norms / steps
 
 
-def _end_epoch(
-    st: _State, cfg: Config, test_set: VoxelSet, epoch: int, loss: float, speed: float
+_EPOCH_KEYS = ("mse", "iou", "bce", "tpr", "tnr", "neg_elbo")
+
+
+def _evaluate_splits(
+    st: _State, cfg: Config, val_set: VoxelSet, test_set: VoxelSet
 ) -> dict[str, Any]:
-    """Evaluate, step the schedule and the early-stopping counter; the metrics record."""
+    """``val_*`` and ``test_*`` metrics of the model now, under the mode's protocol."""
+    protocol = DEFAULT_PROTOCOL[cfg.train.mode]
+    out: dict[str, Any] = {}
+    for split, vs in (("val", val_set), ("test", test_set)):
+        if len(vs) == 0:
+            continue
+        ev = evaluate(st.model, vs, cfg, protocol=protocol, canonicalize=st.mode.canonicalize)
+        out.update({f"{split}_{k}": ev[f"test_{k}"] for k in _EPOCH_KEYS})
+    return out
+
+
+def _end_epoch(
+    st: _State,
+    cfg: Config,
+    splits: tuple[VoxelSet, VoxelSet],
+    epoch: int,
+    loss: float,
+    speed: float,
+) -> dict[str, Any]:
+    """Evaluate, step the schedule and the early-stopping counter; the metrics record.
+
+    The best epoch and early stopping read ``val_neg_elbo`` alone (with no
+    validation split, ``data.n_val=0``, the last epoch is kept)."""
     distributed.sync_mode_epoch(st.mode, st.dist)
     extras = st.mode.end_epoch(epoch)
-    protocol = DEFAULT_PROTOCOL[cfg.train.mode]
-    ev = st.dist.on_main(  # rank 0 evaluates, the others wait for its numbers
-        lambda: summary(
-            evaluate(st.model, test_set, cfg, protocol=protocol, canonicalize=st.mode.canonicalize)
-        )
-    )
+    val_set, test_set = splits
+    # rank 0 evaluates, the others wait for its numbers
+    ev = st.dist.on_main(lambda: _evaluate_splits(st, cfg, val_set, test_set))
     lr = st.optimizer.param_groups[0]["lr"]
     st.scheduler.step()
     st.epoch = epoch
-    if ev["test_neg_elbo"] < st.best:
-        st.best, st.best_epoch, st.stale = ev["test_neg_elbo"], epoch, 0
+    score = ev.get("val_neg_elbo", -epoch)  # no validation split: the latest is the best
+    if score < st.best:
+        st.best, st.best_epoch, st.stale = score, epoch, 0
     else:
         st.stale += 1
     patience = cfg.train.early_stopping
     st.stopped = patience > 0 and st.stale >= patience
-    keys = ("test_mse", "test_iou", "test_bce", "test_tpr", "test_tnr", "test_neg_elbo")
-    record: dict[str, Any] = {"epoch": epoch, "train_loss": loss}
-    record.update({k: ev[k] for k in keys})
+    record: dict[str, Any] = {"epoch": epoch, "train_loss": loss, **ev}
     record.update(lr=lr, samples_per_s=speed, **extras)
     return record
 
@@ -282,45 +308,60 @@ def _open_run(
     resume: bool,
     force: bool,
     command: str | None,
+    fingerprint: str = "",
+    allow_data_change: bool = False,
 ) -> None:
-    """Start the run folder (rank 0), or restore ``st`` from its last checkpoint (every rank)."""
+    """Start the run folder (rank 0), or restore ``st`` from its last checkpoint (every rank).
+
+    Rank 0 holds the folder's writer lock until the process ends; a resume
+    refuses other data than the run's (``fingerprint``) unless ``allow_data_change``."""
+    if st.dist.main:
+        runs.lock_run(out, command, create=not resume)
     if not resume:
         if st.dist.main:
             meta = runs.make_meta(command, str(device))
             meta["precision"] = resolve_precision(device, cfg.train.precision)
             meta["world_size"] = st.dist.world
+            meta["data_fingerprint"] = fingerprint
             runs.prepare_new_run(out, cfg, meta, force)
         st.dist.barrier()
         return
     runs.check_same_config(runs.read_run_config(out), cfg)
+    runs.check_data_fingerprint(out, fingerprint, allow_data_change)
     last = runs.checkpoint_path(out, "last")
+    saved = None
     if last.exists():
-        st.load_state_dict(runs.load_checkpoint(last, device))
+        state = runs.load_checkpoint(last, device)
+        st.load_state_dict(state)
+        saved = state.get("metrics")  # the log's records up to its epoch
     if not st.dist.main:
         return
-    runs.truncate_jsonl(out / runs.METRICS, st.epoch)
-    meta = runs.read_json(out / runs.META)
-    meta.setdefault("resumed", []).append(
-        {"time": runs.now(), "epoch": st.epoch, "command": command}
-    )
-    runs.write_json(out / runs.META, meta)
+    st.extra["metrics"] = runs.restore_metrics(out / runs.METRICS, st.epoch, saved)
+    runs.note_resume(out, st.epoch, command, fingerprint)
     log.info("resuming %s after epoch %d", out, st.epoch)
 
 
-def _describe(cfg: Config, device: torch.device, train_set: VoxelSet, test_set: VoxelSet) -> str:
+def _describe(
+    cfg: Config, device: torch.device, train_set: VoxelSet, val_set: VoxelSet, test_set: VoxelSet
+) -> str:
     precision = resolve_precision(device, cfg.train.precision)
     return (
         f"mode {cfg.train.mode} on {device} ({precision}), {len(train_set)} training / "
-        f"{len(test_set)} test objects at {cfg.data.res}³"
+        f"{len(val_set)} validation / {len(test_set)} test objects at {cfg.data.res}³"
     )
 
 
-def _check_data(cfg: Config, train_set: VoxelSet, test_set: VoxelSet) -> None:
-    for name, vs in (("training", train_set), ("test", test_set)):
-        if len(vs) == 0:
+def _check_data(cfg: Config, train_set: VoxelSet, val_set: VoxelSet, test_set: VoxelSet) -> None:
+    for name, vs in (("training", train_set), ("test", test_set), ("validation", val_set)):
+        if len(vs) == 0 and name != "validation":
             raise DataError(f"{vs.source}: the {name} set is empty")
-        if vs.res != cfg.data.res:
+        if len(vs) and vs.res != cfg.data.res:
             raise DataError(f"{vs.source}: {name} grids are {vs.res}³, data.res is {cfg.data.res}")
+    if len(val_set) == 0 and cfg.train.early_stopping > 0:
+        raise ConfigError(
+            f"train.early_stopping={cfg.train.early_stopping} needs a validation split, "
+            "but data.n_val=0; early stopping never reads the test split"
+        )
 
 
 def fit(
@@ -329,28 +370,37 @@ def fit(
     test_set: VoxelSet,
     out: str | Path,
     *,
+    val_set: VoxelSet | None = None,
     resume: bool = False,
     force: bool = False,
     command: str | None = None,
     progress: Progress | None = None,
+    allow_data_change: bool = False,
 ) -> dict[str, Any]:
-    """Train on ``train_set``, evaluate on ``test_set`` each epoch, write the run ``out``.
+    """Train on ``train_set``, select on ``val_set``, report ``test_set``; write the run ``out``.
 
-    ``resume`` continues from ``out``'s last checkpoint (same config, up to the
-    runtime keys in ``runs.RUNTIME_KEYS``); ``force`` overwrites a non-empty
-    ``out``. ``progress(epoch, step, steps, loss, samples_per_s)`` is called
-    after every step. Returns results.json's dict. Raises
+    ``val_set`` None carves ``cfg.data.n_val`` objects out of ``train_set``
+    (:func:`orient3d.data.split_validation`, seeded by ``cfg.seed``). The best
+    checkpoint and early stopping read the validation split only; the test split
+    is evaluated each epoch and at the end, for reporting. ``resume`` continues
+    from ``out``'s last checkpoint (same config, up to the runtime keys in
+    ``runs.RUNTIME_KEYS``); ``force`` overwrites a non-empty ``out``.
+    ``progress(epoch, step, steps, loss, samples_per_s)`` is called after every
+    step. Returns results.json's dict. Raises
     :class:`TrainingDiverged` on a NaN/inf loss or gradient.
     """
     out = Path(out)
     dist, device = distributed.setup(cfg.train.device)  # under torchrun: joins the group
     check_precision(device, cfg.train.precision)
     set_threads(cfg.train.threads)
-    _check_data(cfg, train_set, test_set)
+    if val_set is None:
+        train_set, val_set = split_validation(train_set, cfg.data.n_val, cfg.seed)
+    _check_data(cfg, train_set, val_set, test_set)
     distributed.check_batches(len(train_set), cfg.train.batch_size, dist)
     st = _build_state(cfg, train_set, device, dist)
-    _open_run(st, cfg, out, device, resume, force, command)
-    log.info("%s: %s", out, _describe(cfg, device, train_set, test_set))
+    fingerprint = runs.data_fingerprint(train_set, val_set, test_set)
+    _open_run(st, cfg, out, device, resume, force, command, fingerprint, allow_data_change)
+    log.info("%s: %s", out, _describe(cfg, device, train_set, val_set, test_set))
     voxels = train_set.voxels.to(device)  # (N, D, D, D) uint8, indexed per batch
     writer = runs.Scalars(out, st.epoch, enabled=dist.main)  # rank 0 alone writes
     progress = progress if dist.main else None
@@ -358,9 +408,10 @@ def fit(
         while st.epoch < cfg.train.epochs and not st.stopped:
             epoch, t0 = st.epoch + 1, time.perf_counter()
             loss, speed, norm = _train_epoch(st, cfg, voxels, epoch, out, progress)
-            record = _end_epoch(st, cfg, test_set, epoch, loss, speed)
+            record = _end_epoch(st, cfg, (val_set, test_set), epoch, loss, speed)
             record["grad_norm"] = norm  # mean before clipping
             record["seconds"] = time.perf_counter() - t0
+            st.extra.setdefault("metrics", []).append(record)  # (in the checkpoint)
             if dist.main:
                 runs.append_jsonl(out / runs.METRICS, record)
             _save(st, cfg, out, epoch)
@@ -368,27 +419,30 @@ def fit(
                 _log_epoch(cfg, record, writer)
     finally:
         writer.close()
-    return _finish(st, cfg, test_set, out, device)
+    return _finish(st, cfg, test_set, out, device, "val" if len(val_set) else "last")
 
 
 def _log_epoch(cfg: Config, record: dict[str, Any], writer: runs.Scalars) -> None:
+    val = "  val neg ELBO %(val_neg_elbo).2f iou %(val_iou).3f" if "val_iou" in record else ""
     log.info(
-        "epoch %(epoch)d/%(epochs)d  train %(train_loss).2f  test neg ELBO %(test_neg_elbo).2f  "
-        "mse %(test_mse).5f  iou %(test_iou).3f  (%(seconds).1f s, %(samples_per_s).0f samples/s)",
+        "epoch %(epoch)d/%(epochs)d  train %(train_loss).2f" + val + "  test neg ELBO "
+        "%(test_neg_elbo).2f mse %(test_mse).5f iou %(test_iou).3f  (%(seconds).1f s, "
+        "%(samples_per_s).0f samples/s)",
         {**record, "epochs": cfg.train.epochs},
     )
     writer.add(record)
 
 
 def _finish(
-    st: _State, cfg: Config, test_set: VoxelSet, out: Path, device: torch.device
+    st: _State, cfg: Config, test_set: VoxelSet, out: Path, device: torch.device, selected_on: str
 ) -> dict[str, Any]:
-    """Evaluate the best checkpoint and write results.json (rank 0; every rank returns it)."""
-    return st.dist.on_main(lambda: _results(st, cfg, test_set, out, device))
+    """Evaluate the selected checkpoint on the test split and write results.json (rank 0;
+    every rank returns it)."""
+    return st.dist.on_main(lambda: _results(st, cfg, test_set, out, device, selected_on))
 
 
 def _results(
-    st: _State, cfg: Config, test_set: VoxelSet, out: Path, device: torch.device
+    st: _State, cfg: Config, test_set: VoxelSet, out: Path, device: torch.device, selected_on: str
 ) -> dict[str, Any]:
     best = runs.checkpoint_path(out, "best")
     if best.exists():
@@ -406,20 +460,34 @@ def _results(
         epochs_run=st.epoch,
         best_epoch=st.best_epoch,
         checkpoint="best" if best.exists() else "last",
+        # what chose the checkpoint: "val" (the validation split), "last" (data.n_val=0)
+        selected_on=selected_on,
         early_stopped=st.stopped,
         seconds_total=sum(float(r["seconds"]) for r in records),
     )
     runs.write_json(out / runs.RESULTS, result)
-    log.info("results: test mse %.5f  iou %.3f  (%s)", result["test_mse"], result["test_iou"], out)
+    log.info(
+        "results (epoch %d, selected on %s): test mse %.5f  iou %.3f  (%s)",
+        st.best_epoch,
+        selected_on,
+        result["test_mse"],
+        result["test_iou"],
+        out,
+    )
     return result
 
 
 def load_data(cfg: Config) -> tuple[VoxelSet, VoxelSet]:
-    """The training and test sets of ``cfg.data`` (``orient3d.data.train_test``)."""
+    """The training and test sets of ``cfg.data`` (``orient3d.data.train_test``).
+
+    The training set still holds the validation objects; :func:`fit` carves them.
+    With ``data.random_frames`` each training object is turned once by a fixed random
+    rotation (:func:`orient3d.data.sources.randomize_frames`); the test set is not."""
     from orient3d.data import train_test
+    from orient3d.data.sources import randomize_frames
 
     d = cfg.data
-    return train_test(
+    train_set, test_set = train_test(
         d.source,
         d.res,
         n_train=d.n_train or None,  # 0: all available
@@ -428,6 +496,9 @@ def load_data(cfg: Config) -> tuple[VoxelSet, VoxelSet]:
         cache_dir=d.cache_dir or None,
         classes=list(d.classes) or None,
     )
+    if d.random_frames:
+        train_set = randomize_frames(train_set, cfg.seed)
+    return train_set, test_set
 
 
 def train(
@@ -438,6 +509,7 @@ def train(
     command: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    allow_data_change: bool = False,
 ) -> dict[str, Any]:
     """Load ``cfg.data`` and run (or resume) :func:`fit`; returns results.json's dict.
 
@@ -454,4 +526,5 @@ def train(
         force=force,
         command=command,
         progress=progress,
+        allow_data_change=allow_data_change,
     )

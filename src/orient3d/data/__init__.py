@@ -84,7 +84,15 @@ __all__ = ["DataError", "VoxelSet"]
 # Imported last: these modules import VoxelSet from here.
 from orient3d.data.arrays import trivial_fraction  # noqa: E402
 from orient3d.data.procedural import CLASSES, generate  # noqa: E402
-from orient3d.data.sources import load_dataset, train_test  # noqa: E402
+from orient3d.data.sources import load_dataset, split_validation, train_test  # noqa: E402
 from orient3d.data.views import make_view  # noqa: E402
 
-__all__ += ["CLASSES", "generate", "load_dataset", "make_view", "train_test", "trivial_fraction"]
+__all__ += [
+    "CLASSES",
+    "generate",
+    "load_dataset",
+    "make_view",
+    "split_validation",
+    "train_test",
+    "trivial_fraction",
+]

@@ -11,6 +11,9 @@
   one split or none (``root/<class>/<file>``): all its objects, split by a
   seeded permutation; ``test_fraction`` of them (at least one) form ``test``.
 
+:func:`split_validation` carves a seeded validation split, stratified by class,
+out of a training split; model selection reads it, never the test split.
+
 ``n`` keeps a seeded random subset of ``n`` objects (in their stored order) when
 the split holds more; it is a warning, not an error, when it holds fewer.
 Results are cached on disk (:mod:`orient3d.data.cache`) keyed by every
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from orient3d.data import VoxelSet
 from orient3d.data.arrays import make_voxelset
@@ -32,12 +36,22 @@ from orient3d.data.files import EXTENSIONS, Loaded, find_files, load_file, load_
 from orient3d.data.procedural import code_version, generate
 from orient3d.errors import DataError
 
-__all__ = ["DEFAULT_N", "SPLITS", "load_dataset", "train_test"]
+__all__ = [
+    "DEFAULT_N",
+    "SPLITS",
+    "VAL_FRACTION",
+    "load_dataset",
+    "randomize_frames",
+    "split_validation",
+    "train_test",
+    "validation_size",
+]
 
 log = logging.getLogger(__name__)
 
 SPLITS = {"train": 0, "test": 1}
 DEFAULT_N = {"train": 2000, "test": 500}  # procedural objects when n is None
+VAL_FRACTION = 0.1  # validation objects carved from the training objects by default
 
 
 def _check_split(split: str) -> int:
@@ -209,3 +223,61 @@ def train_test(
     train = load_dataset(source, res, "train", n_train, seed, cache_dir, **kwargs)
     test = load_dataset(source, res, "test", n_test, seed, cache_dir, **kwargs)
     return train, test
+
+
+def validation_size(n_train: int, n_val: int = -1) -> int:
+    """How many of ``n_train`` objects to hold out: ``n_val``, or 10% (at least 1) if -1."""
+    if n_val < 0:
+        return min(n_train - 1, max(1, round(n_train * VAL_FRACTION)))
+    return n_val
+
+
+def split_validation(vs: VoxelSet, n_val: int = -1, seed: int = 0) -> tuple[VoxelSet, VoxelSet]:
+    """``(train, val)``: ``n_val`` objects of ``vs`` held out for model selection.
+
+    ``n_val = -1`` holds out 10% (at least one object). The draw is seeded and
+    stratified by class: each class's objects are put in a seeded random order at
+    evenly spaced positions ``(i + u) / n_class`` (``u`` uniform per class), and the
+    ``n_val`` objects at the smallest positions are held out, so every class gives
+    its share up to rounding. Both parts keep the stored order.
+    """
+    k = validation_size(len(vs), n_val)
+    if k == 0:
+        return vs, vs.subset([])
+    if k >= len(vs):
+        raise DataError(
+            f"{vs.source}: cannot hold out {k} validation object(s) from {len(vs)} "
+            "training object(s); lower data.n_val or raise data.n_train"
+        )
+    rng = np.random.default_rng([seed, 4])
+    labels = vs.labels.numpy()
+    position = np.empty(len(vs))
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        order = rng.permutation(members.size)
+        position[members[order]] = (np.arange(members.size) + rng.random()) / members.size
+    held = np.zeros(len(vs), dtype=bool)
+    held[np.argsort(position, kind="stable")[:k]] = True
+    return vs.subset(np.flatnonzero(~held).tolist()), vs.subset(np.flatnonzero(held).tolist())
+
+
+def randomize_frames(vs: VoxelSet, seed: int = 0) -> VoxelSet:
+    """``vs`` with each object turned once by a fixed seeded random element of O.
+
+    A control for methods that read the stored frame: afterwards the stored poses
+    carry no alignment across objects. Stabilizers are recomputed for the new grids.
+    """
+    from orient3d import groups
+
+    o = groups.cube_group()
+    gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, 5]).integers(2**62)))
+    g = torch.randint(len(o), (len(vs),), generator=gen)
+    voxels = groups.rotate(vs.voxels, o, g).contiguous()
+    return VoxelSet(
+        voxels=voxels,
+        labels=vs.labels,
+        class_names=vs.class_names,
+        ids=vs.ids,
+        stabilizers=groups.stabilizer_mask(voxels, o),
+        source=f"{vs.source} (random frames)",
+    )
