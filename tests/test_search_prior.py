@@ -84,7 +84,8 @@ def test_soft_weights_are_the_posterior_with_the_prior() -> None:
     prep = mode.prepare(model, x, g, idx, 1)
     scores = score_orientations(model, x, o)  # (B, G), column r
     h = canonical_pose(torch.arange(24).expand(3, -1), g[:, None], o)
-    post = torch.softmax(-(scores - logp[h]) / 2.0, dim=1)  # (B, G) over r
+    # q(r | x) ∝ p(h) exp(-L / T): annealing the likelihood does not damp the prior
+    post = torch.softmax(-scores / 2.0 + logp[h], dim=1)  # (B, G) over r
     assert prep.weight is not None
     got = prep.weight.view(3, 24)  # rows in the sorted order of the scores with the prior
     want, _ = post.sort(dim=1, descending=True)

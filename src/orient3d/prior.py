@@ -1,4 +1,14 @@
-"""A learned categorical prior over the canonical pose: what rewards objects for sharing one.
+"""A categorical prior over the canonical pose: what rewards objects for sharing one.
+
+What it reads. The prior (``search.prior = "stored_frame"``; ``"learned"`` is its
+former name) is over the canonical frame ``h = r⁻¹g`` *relative to the dataset's
+stored pose*: ``g`` is the rotation the training loop applied to the stored object.
+It is therefore weakly supervised by the stored frame, the same frame the
+consistency metrics measure in, and can only help where that frame is itself
+consistent. Its control is ``data.random_frames = true`` (every training object
+turned once by a fixed random rotation before training): there the stored frame
+carries no alignment and a stored-frame prior must not help. ``"class"`` reads the
+labels as well (an oracle).
 
 With a uniform prior over orientations (the seed's model) the ELBO of an object
 does not depend on which pose the other objects take, so nothing pushes the
@@ -28,6 +38,11 @@ hard choice: then the counts of the chosen poses), averaged to ``m`` ``(G,)``:
 - ``gradient``: one step on the logits ``ℓ`` of ``p = softmax(ℓ / τ)`` along
   the gradient of the same objective, ``ℓ ← ℓ + η (m - p) / τ``
   (:func:`gradient_update`; ``τ`` is the prior's temperature: higher is smoother).
+
+In the soft choice the prior enters the posterior unscaled by the temperature,
+``q(h | x) ∝ p(h)^λ · exp(-L_h / T)`` (``λ = search.prior_weight``), so annealing
+``T`` sharpens the likelihood without damping the prior; the hard choice is the MAP
+pose ``argmin_h L_h - λ log p(h)``.
 
 The floor keeps every probability at least ``floor`` (then renormalized), so no
 pose becomes impossible and a pose can come back. With class labels (an oracle:

@@ -19,19 +19,20 @@ the weighted rows are then trained as any other (sampled ``z``, train mode).
 The first ``warmup_epochs`` epochs are plain augmented training.
 
 Orientation prior (``search.prior``, :mod:`orient3d.prior`). ``uniform`` is the
-seed's model. ``learned`` puts a categorical prior ``p(h)`` on the canonical pose
-``h = r⁻¹g`` (known here because the loop drew ``g``; a prior on ``r`` itself
-stays uniform under uniform ``g``, see :mod:`orient3d.prior`): every score becomes
-``L_r(x) - log p(h)``, so the hard choice is the MAP pose and the soft weights are
-the posterior ``∝ p(h)·exp(-L/T)``; the loss is the ELBO with the pose as a
-discrete latent (its ``log p`` term does not depend on the model's weights, so the
-gradient is still the weighted negative ELBO). ``p`` is updated after each search
-epoch from that epoch's posteriors (one-hot for ``hard``), floored at
-``prior_floor``. ``class`` keeps one prior per class (an oracle upper bound: the
-labels are not a model input). At evaluation the search uses the scores alone
-(``g`` is unknown; uniform test rotations make a uniform prior over ``r`` exact).
-With the cache and ``proposals = 1`` a cached pose is reused without re-scoring,
-so a changed prior acts only at refreshes: use ``cache = false`` or
+seed's model. ``stored_frame`` (formerly ``learned``) puts a categorical prior
+``p(h)`` on the canonical pose ``h = r⁻¹g`` relative to the stored frame (known here
+because the loop drew ``g``: weak supervision by the dataset's alignment; a prior on
+``r`` itself stays uniform under uniform ``g``, see :mod:`orient3d.prior`): the hard
+choice minimizes ``L_r(x) - λ log p(h)`` (the MAP pose) and the soft weights are the
+posterior ``∝ p(h)^λ·exp(-L/T)``, the prior not damped by the temperature; the loss
+is the ELBO with the pose as a discrete latent (its ``log p`` term does not depend
+on the model's weights, so the gradient is still the weighted negative ELBO). ``p``
+is updated after each search epoch from that epoch's posteriors (one-hot for
+``hard``), floored at ``prior_floor``. ``class`` keeps one prior per class (an
+oracle upper bound: the labels are not a model input). At evaluation the search uses
+the scores alone (``g`` is unknown; uniform test rotations make a uniform prior over
+``r`` exact). With the cache and ``proposals = 1`` a cached pose is reused without
+re-scoring, so a changed prior acts only at refreshes: use ``cache = false`` or
 ``refresh_every = 1`` with a learned prior.
 
 Speed. The applied ``g`` of every sample is known, so each object's canonical pose
@@ -44,6 +45,12 @@ epochs, and a random ``refresh_frac`` of every step's samples is searched in ful
 anyway. With ``refresh_every = 0`` only that fraction is ever searched (a
 rate-limited search, costing about ``refresh_frac`` of a full search per step):
 objects not searched yet are trained as shown, as in the warm-up, until drawn.
+
+Staleness. The ``refresh_frac`` samples searched in full although their cache entry
+was current show how often a fresh search would change a cached choice (modulo the
+object's symmetry): logged per epoch as ``cache_stale_frac`` (over
+``cache_stale_checked`` samples). Above ``search.max_stale`` the next epoch
+re-searches every object (``cache_refreshed``), so answers rest on fresh choices.
 
 Logged per epoch (:meth:`SearchMode.end_epoch`): ``pose_hist`` (counts of ``h``
 over the samples of the epoch, relative to the known ground-truth pose),
@@ -99,7 +106,7 @@ def temperature_at(k: int, n: int, start: float, end: float) -> float:
 def make_prior(cfg: SearchConfig, order: int, n_classes: int) -> OrientationPrior | None:
     """The orientation prior of ``search.prior`` (None for ``uniform``)."""
     if cfg.prior == "uniform":
-        return None
+        return None  # "stored_frame" (alias "learned") and "class" keep a table
     return OrientationPrior(
         order,
         n_classes if cfg.prior == "class" else 1,
@@ -136,6 +143,9 @@ class SearchMode:
         self.rows = self.samples = self.hits = 0
         self.gaps: list[Tensor] = []  # per full search: second-best minus best score
         self.prior_changed = 0
+        self.stale_checked = self.stale_found = 0
+        self.refresh_all = False  # the last epoch's cache was too stale: re-search all
+        self.refreshed = False
         self.labels = train.labels.long()
         n_classes = max(len(train.class_names), int(self.labels.max()) + 1 if n else 1)
         self.prior = make_prior(cfg.search, g, n_classes)
@@ -153,8 +163,15 @@ class SearchMode:
             max(self.k, 0), n_search, c.temperature_start, c.temperature
         )
         self.refresh_from = self.k - self.k % c.refresh_every if c.refresh_every else 0
+        self.refreshed = self.active and (
+            self.refresh_all or (c.refresh_every > 0 and self.refresh_from == self.k)
+        )
+        if self.refresh_all and self.active:
+            self.refresh_from = self.k
+        self.refresh_all = False
         self.rows = self.samples = self.hits = 0
         self.gaps, self.prior_changed = [], 0
+        self.stale_checked = self.stale_found = 0
 
     def _score(self, model: VAE, x: Tensor, cand: Tensor | None = None) -> Tensor:
         c = self.cfg
@@ -171,19 +188,34 @@ class SearchMode:
         )
 
     def _with_prior(self, scores: Tensor, r: Tensor | None, g: Tensor, idx: Tensor) -> Tensor:
-        """``scores - log p(h)`` for candidates ``r (B, K)`` (None: every element)."""
+        """``scores - s λ log p(h)`` for candidates ``r (B, K)`` (None: every element).
+
+        ``s`` is the temperature for the soft choice, so ``softmax(-(L - T λ log p) / T)
+        = softmax(-L / T + λ log p)``: the prior is not damped by annealing; 1 for hard.
+        """
         if self.prior is None:
             return scores
         if r is None:
             r = torch.arange(len(self.group)).expand(g.shape[0], -1)
         h = canonical_pose(r, g[:, None], self.group)  # (B, K)
-        return scores - self.cfg.prior_weight * self.prior.log_prob(h, self.labels[idx])
+        scale = self.temperature if self.cfg.choice == "soft" else 1.0
+        return scores - scale * self.cfg.prior_weight * self.prior.log_prob(h, self.labels[idx])
+
+    def _count_stale(self, objs: Tensor, fresh_h: Tensor) -> None:
+        """Compare fresh choices ``h (b,)`` of ``objs`` with their current cache entries."""
+        current = (self.searched_at[objs] >= 0) & (self.searched_at[objs] >= self.refresh_from)
+        if not bool(current.any()):
+            return
+        o = objs[current]
+        same = same_voxels(self.stab[o], self.group, fresh_h[current], self.poses[o, 0])
+        self.stale_checked += int(o.numel())
+        self.stale_found += int((~same).sum())
 
     def _need_search(self, idx: Tensor) -> Tensor:
         """``(B,)`` bool: the samples whose cached pose is missing or stale."""
         if not self.cfg.cache:
             return torch.ones(idx.shape[0], dtype=torch.bool)
-        if self.cfg.refresh_every > 0:
+        if self.cfg.refresh_every > 0 or self.refreshed:
             need = self.searched_at[idx] < self.refresh_from
         else:  # rate-limited: only the drawn fraction is searched
             need = torch.zeros(idx.shape[0], dtype=torch.bool)
@@ -213,7 +245,10 @@ class SearchMode:
             worse = raw.gather(1, r[:, :1]).squeeze(1) > two[:, 0]  # prior beat the likelihood
             self.prior_changed += int(worse.sum())
             elems[need], scores[need] = r[:, :p], s[:, :p]
-            self.poses[idx[need]] = canonical_pose(r[:, :p], g[need][:, None], self.group)
+            fresh = canonical_pose(r[:, :p], g[need][:, None], self.group)  # (b', P)
+            if self.cfg.cache:
+                self._count_stale(idx[need], fresh[:, 0])
+            self.poses[idx[need]] = fresh
             self.searched_at[idx[need]] = self.k
         missing = self.searched_at[idx] < 0
         # Never searched and not drawn (refresh_every = 0): trained as shown (r = identity).
@@ -286,8 +321,15 @@ class SearchMode:
             "temperature": self.temperature,
             "rows_scored_per_sample": self.rows / max(1, self.samples),
             "cache_hit_frac": self.hits / max(1, self.samples),
+            "cache_stale_frac": self.stale_found / self.stale_checked
+            if self.stale_checked
+            else None,
+            "cache_stale_checked": self.stale_checked,
+            "cache_refreshed": self.refreshed,
             "score_gap_median": None,
         }
+        checked = self.stale_checked
+        self.refresh_all = checked > 0 and self.stale_found / checked > self.cfg.max_stale
         if self.gaps:
             gaps = torch.cat(self.gaps)
             out["score_gap_median"] = float(gaps.median())
@@ -317,6 +359,7 @@ class SearchMode:
             "poses": self.poses.clone(),
             "searched_at": self.searched_at.clone(),
             "last_h": self.last_h.clone(),
+            "refresh_all": self.refresh_all,
         }
         if self.prior is not None:
             state["prior"] = self.prior.state_dict()
@@ -331,3 +374,4 @@ class SearchMode:
         self.poses = state["poses"].clone()
         self.searched_at = state["searched_at"].clone()
         self.last_h = state["last_h"].clone()
+        self.refresh_all = bool(state.get("refresh_all", False))
