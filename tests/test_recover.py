@@ -110,3 +110,36 @@ def test_rotation_convention_of_the_shown_object() -> None:
     c = make_objects(1).voxels
     for g in range(24):
         assert torch.equal(rotate(rotate(c, o, g), o, int(o.inverse[g])), c)
+
+
+def test_recover_data_file_uses_every_object_of_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user who names a file means all of it: no seeded test split of it."""
+    import numpy as np
+
+    from orient3d.cli import main
+    from orient3d.train import fit
+
+    cfg = apply_overrides(
+        Config(),
+        [
+            "data.res=16",
+            "model.latent=4",
+            "model.width=4",
+            "train.epochs=1",
+            "train.progress=false",
+            "data.n_val=0",
+        ],
+    )
+    objs = make_objects(6)
+    fit(cfg, objs, objs.subset([0, 1, 2]), tmp_path / "run")
+    extra = make_objects(7)
+    np.savez(tmp_path / "objs.npz", voxels=extra.voxels.numpy())
+    run = str(tmp_path / "run")
+    assert main(["recover", run, "--data", str(tmp_path / "objs.npz")]) == 0
+    out = json.loads((tmp_path / "run" / "recover.json").read_text())
+    assert out["n"] == 7 and out["protocol"]["objects_available"] == 7
+    assert "recovering 7 of 7 objects: every object of" in capsys.readouterr().out
+    assert main(["recover", run, "--data", str(tmp_path / "objs.npz"), "--n", "3"]) == 0
+    assert json.loads((tmp_path / "run" / "recover.json").read_text())["n"] == 3

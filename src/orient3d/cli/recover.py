@@ -3,13 +3,15 @@
   orient3d recover RUN [--n N] [--data PATH] [--choice hard|soft]
   orient3d recover RUN --rotations so3 [--method gradient|cube-start|grid-refine|all ...]
 
-Each test object (the run's test split, or --data's) is turned by a random
-element of O (seeded by --seed, default the run's seed); the model scores all 24
-elements (negative ELBO of r⁻¹·x, encoder mean) and picks one. Reports the
-accuracy counted modulo the object's symmetry, the errors by angle (90°, 120°,
-180°; smallest over symmetric equivalents), the mean posterior mass on the truth
-and the throughput; prints a table and writes RUN/recover.json, whose "source"
-names the checkpoint used (epoch, sha256; a run without results.json warns).
+Each test object (the run's test split, or every object of --data PATH: a whole
+file or folder, no split; --n caps how many) is turned by a random element of O
+(seeded by --seed, default the run's seed); the model scores all 24 elements
+(negative ELBO of r⁻¹·x, encoder mean) and picks one. Reports the accuracy counted
+modulo the object's symmetry, the errors by angle (90°, 120°, 180°; smallest over
+symmetric equivalents), the mean posterior mass on the truth and the throughput;
+prints how many objects it used and from where, a table, and writes
+RUN/recover.json, whose "source" names the checkpoint used (epoch, sha256; a run
+without results.json warns).
 
 With --rotations so3 each of N test objects (default: up to 50) is turned by a
 uniform random rotation (trilinear resampling, thresholded at 0.5) and each
@@ -29,7 +31,9 @@ import torch
 
 from orient3d import pose, runs
 from orient3d.data import VoxelSet
+from orient3d.data.sources import load_all
 from orient3d.devices import resolve_device
+from orient3d.errors import ConfigError
 from orient3d.evaluate import load_run
 from orient3d.model import VAE
 from orient3d.recover import recover, recovery_table
@@ -37,8 +41,14 @@ from orient3d.recover import recover, recovery_table
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="run folder written by orient3d train")
-    parser.add_argument("--n", type=int, help="objects to recover (default: the test split once)")
-    parser.add_argument("--data", metavar="PATH", help="data source (default: the run's)")
+    parser.add_argument(
+        "--n", type=int, help="objects to recover (default: every object once; so3: up to 50)"
+    )
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help="recover every object of this file or folder (default: the run's test split)",
+    )
     parser.add_argument("--choice", choices=("hard", "soft"), default="hard")
     parser.add_argument("--temperature", type=float, default=1.0, help="soft posterior T")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
@@ -97,8 +107,18 @@ def main(args: argparse.Namespace) -> int:
     cfg, model = load_run(args.run, str(device))
     if args.data:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=args.data))
-    _, test_set = load_data(cfg)
+        test_set = load_all(args.data, cfg.data.res, classes=list(cfg.data.classes) or None)
+        where = f"every object of {args.data}"
+    else:
+        test_set = load_data(cfg)[1]
+        where = f"the test split of {cfg.data.source}"
+    if args.n is not None and args.n < 1:
+        raise ConfigError(f"--n: {args.n} is invalid, must be >= 1")
     seed = cfg.seed if args.seed is None else args.seed
+    used = len(test_set) if args.n is None else args.n
+    if args.rotations == "so3" and args.n is None:
+        used = min(len(test_set), 50)
+    print(f"recovering {used} of {len(test_set)} objects: {where}")
     if args.rotations == "so3":
         print(so3_table(_so3(args, model, test_set, seed)))
         return 0
@@ -111,7 +131,13 @@ def main(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         precision=args.precision,
     )
-    result["protocol"].update(seed=seed, data=cfg.data.source, checkpoint_run=str(args.run))
+    result["protocol"].update(
+        seed=seed,
+        data=cfg.data.source,
+        objects_from=where,
+        objects_available=len(test_set),
+        checkpoint_run=str(args.run),
+    )
     path = Path(args.run) / "recover.json"
     old = runs.read_json(path) if path.exists() else {}
     if "so3" in old:  # keep the continuous results of --rotations so3

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_N",
     "SPLITS",
     "VAL_FRACTION",
+    "load_all",
     "load_dataset",
     "randomize_frames",
     "split_validation",
@@ -281,3 +282,24 @@ def randomize_frames(vs: VoxelSet, seed: int = 0) -> VoxelSet:
         stabilizers=groups.stabilizer_mask(voxels, o),
         source=f"{vs.source} (random frames)",
     )
+
+
+def load_all(
+    source: str | Path, res: int, swap_xy: bool | None = None, classes: list[str] | None = None
+) -> VoxelSet:
+    """Every object of a file or folder at ``res³``, whatever its splits (no cache).
+
+    What a user means by naming a file: a single file is read whole (no seeded
+    split); a folder ``root/<class>/[<split>/]<file>`` gives all of its files.
+    """
+    path = Path(source)
+    if path.is_file():
+        vs = _to_voxelset(load_file(path, res, swap_xy), str(path))
+    elif path.is_dir():
+        items = find_files(path, None)
+        if not items:
+            raise DataError(f"{path}: no data files ({', '.join(EXTENSIONS)}) found")
+        vs = _to_voxelset(load_files(items, res, swap_xy), str(path))
+    else:
+        raise DataError(f"{path}: no such file or folder")
+    return _only_classes(vs, classes)
