@@ -82,3 +82,26 @@ def test_a_tiny_grid_is_not_stretched_into_a_solid_cube(tmp_path: Path) -> None:
     np.save(path, np.ones((1, 1, 1), np.uint8))
     with pytest.raises(DataError, match="1³, too coarse to scale up to 16³"):
         load_file(path, 16)
+
+
+def test_infinite_lr_and_a_one_object_file_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _error(capsys, ["train", "--out", str(tmp_path / "r"), "--train.lr=inf"])
+    assert "train.lr: inf is invalid, must be a finite number > 0" in err
+    one = tmp_path / "one.npz"
+    np.savez(one, voxels=np.ones((1, 8, 8, 8), dtype=np.uint8))
+    err = _error(
+        capsys,
+        ["train", "--out", str(tmp_path / "s"), f"--data.source={str(one)!r}", "--data.res=8"],
+    )
+    assert str(one) in err and "holds 1 object(s)" in err
+
+
+def test_divergence_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path: Path) -> None:
+    from orient3d.train import TrainingDiverged, fit
+    from train_helpers import tiny_config, tiny_data
+
+    cfg = tiny_config("train.lr=1e30", "train.grad_clip=0")
+    with pytest.raises(TrainingDiverged, match="no checkpoint was written"):
+        fit(cfg, *tiny_data(cfg), tmp_path / "run")

@@ -11,6 +11,7 @@ keys.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -109,7 +110,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", self.epochs, ">= 1")
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
-        _check(self.lr > 0, "train.lr", self.lr, "> 0")
+        _check(0 < self.lr < math.inf, "train.lr", self.lr, "a finite number > 0")
         _check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, ">= 0")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, ">= 1")
 

@@ -167,7 +167,11 @@ def _build_state(cfg: Config, train_set: VoxelSet, device: torch.device, dist: D
 
 
 def _diverged(what: str, epoch: int, step: int, out: Path, st: _State) -> TrainingDiverged:
-    kept = f"the last good checkpoint (epoch {st.epoch}) is kept in {out / runs.CHECKPOINTS}"
+    kept = (
+        f"the last good checkpoint (epoch {st.epoch}) is kept in {out / runs.CHECKPOINTS}"
+        if st.epoch > 0
+        else "no checkpoint was written (it diverged in the first epoch)"
+    )
     return TrainingDiverged(
         f"{what} is not finite at epoch {epoch}, step {step}; {kept}. "
         "Try a lower train.lr, train.grad_clip > 0 or train.precision=fp32"

@@ -71,10 +71,15 @@ def _has_splits(root: Path) -> bool:
     )
 
 
-def _seeded_split(n_all: int, split: str, seed: int, test_fraction: float) -> np.ndarray:
+def _seeded_split(
+    n_all: int, split: str, seed: int, test_fraction: float, source: str = "data"
+) -> np.ndarray:
     """Indices of ``split`` in a seeded train/test split of ``n_all`` objects."""
     if n_all < 2:
-        raise DataError(f"cannot split {n_all} object(s) into train and test")
+        raise DataError(
+            f"{source}: holds {n_all} object(s); a source without train/test folders is split "
+            "into both, which needs at least 2"
+        )
     perm = np.random.default_rng([seed, 2]).permutation(n_all)
     n_test = min(n_all - 1, max(1, round(n_all * test_fraction)))
     part = perm[:n_test] if split == "test" else perm[n_test:]
@@ -126,7 +131,8 @@ def _load_path(
         vs = _to_voxelset(load(), str(path))
         if given:
             return vs
-        return vs.subset(_seeded_split(len(vs), split, seed, test_fraction).tolist())
+        part = _seeded_split(len(vs), split, seed, test_fraction, str(path))
+        return vs.subset(part.tolist())
 
     return params, build
 
