@@ -1,10 +1,14 @@
 """Does a search-trained VAE learn one canonical pose, and what makes it?
 
 Runs: named variants × seeds, by default the orientation prior of the search
-(``search.prior``: ``uniform``, ``learned``, ``class`` = one prior per class, an
-oracle) crossed with annealing (off: hard choice; on: the soft choice annealed
-from ``temperature_start`` to a near-hard ``temperature``), all at the same
-data, model, epochs and search (configs/canonical.toml).
+(``search.prior``: ``uniform`` (no ground truth); ``stored_frame``, weakly
+supervised by the dataset's stored frame; ``class`` = one prior per class, an
+oracle that reads the labels) crossed with annealing (off: hard choice; on: the
+soft choice annealed from ``temperature_start`` to a near-hard ``temperature``),
+all at the same data, model, epochs and search (configs/canonical.toml). The
+control ``data.random_frames = true`` turns each training object once by a random
+rotation, so a stored-frame prior has no alignment to read; its settings are
+labelled "(random frames)".
 
 Measured per run (:func:`pose_analysis` → ``RUN/canonical_pose.json``), on every
 test object in its stored pose: the search's hard choice ``r`` (exhaustive over
@@ -121,9 +125,10 @@ def _epochs(runs: Sequence[RunRecord], key: str, last: bool = True) -> list[floa
 def _setting(runs: Sequence[RunRecord]) -> tuple[str, str]:
     """The prior (with its weight when not 1) and whether the choice was annealed."""
     s = runs[0].config.search
-    prior = (
-        s.prior if s.prior == "uniform" or s.prior_weight == 1 else f"{s.prior} ×{s.prior_weight:g}"
-    )
+    name = "stored_frame" if s.prior == "learned" else s.prior  # (the former name)
+    prior = name if s.prior == "uniform" or s.prior_weight == 1 else f"{name} ×{s.prior_weight:g}"
+    if runs[0].config.data.random_frames:  # the control: the stored frame carries nothing
+        prior += " (random frames)"
     anneal = "on" if s.choice == "soft" else "off"
     return prior, anneal
 
