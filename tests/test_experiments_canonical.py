@@ -109,8 +109,8 @@ def test_summary_says_emerged_only_above_half_and_the_uniform_interval(tmp_path:
     rows = summary["sections"][0]["table"]["rows"]
     assert [r[:3] for r in rows] == [
         ["uniform-hard", "uniform", "off"],
-        ["learned-anneal", "learned", "on"],
-        ["learned-strong", "learned ×32", "off"],
+        ["learned-anneal", "stored_frame", "on"],  # the former name shows as the new one
+        ["learned-strong", "stored_frame ×32", "off"],
     ]
     cols = summary["sections"][0]["table"]["columns"]
     assert rows[0][cols.index("changed (last epoch)")]["mean"] == pytest.approx(0.1)
@@ -171,6 +171,10 @@ def test_canonical_toml_expands_to_the_grid() -> None:
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "configs" / "canonical.toml")
     runs = expand_runs(spec)
-    assert spec.kind == "canonical" and len(runs) == 7 * 3
-    priors = {(r.config.search.prior, r.config.search.choice) for r in runs}
-    assert priors == {(p, c) for p in ("uniform", "learned", "class") for c in ("hard", "soft")}
+    assert spec.kind == "canonical" and len(runs) == 9 * 3
+    plain = [r for r in runs if not r.config.data.random_frames]
+    priors = {(r.config.search.prior, r.config.search.choice) for r in plain}
+    want = {(p, c) for p in ("uniform", "stored_frame", "class") for c in ("hard", "soft")}
+    assert priors == want
+    control = {r.config.search.prior for r in runs if r.config.data.random_frames}
+    assert control == {"uniform", "stored_frame"}  # the stored-frame prior and its baseline
