@@ -102,3 +102,21 @@ def test_channels_last_gives_the_same_output() -> None:
     ref = model(x, sample=False).logits
     model.use_channels_last()
     assert torch.allclose(model(x, sample=False).logits, ref, atol=1e-5)
+
+
+def test_init_occupancy_starts_the_output_at_the_data_occupancy() -> None:
+    """A fresh model with init_occupancy p predicts about p, not 0.5, per voxel."""
+    torch.manual_seed(0)
+    plain = VAE(ModelConfig(width=4, latent=4), 16).eval()
+    torch.manual_seed(0)
+    primed = VAE(ModelConfig(width=4, latent=4, init_occupancy=0.07), 16).eval()
+    x = (torch.rand(8, 16, 16, 16) < 0.07).float()
+    with torch.no_grad():
+        p_plain = torch.sigmoid(plain(x, sample=False).logits).mean()
+        p_primed = torch.sigmoid(primed(x, sample=False).logits).mean()
+    assert abs(float(p_plain) - 0.5) < 0.1
+    assert abs(float(p_primed) - 0.07) < 0.03
+    # only the output bias differs
+    diff = [k for k, v in plain.state_dict().items() if not torch.equal(v, primed.state_dict()[k])]
+    last = f"decoder.{len(plain.decoder) - 1}.bias"
+    assert diff == [last]

@@ -77,6 +77,10 @@ class ModelConfig:
     recon: Literal["bce", "weighted_bce"] = "bce"  # Bernoulli, or Brock et al. 2016
     gamma: float = 0.97  # weighted_bce: weight of occupied voxels (false negatives)
     subpixel: bool = True  # last decoder layer as exact 3³ conv + 3D pixel shuffle
+    # start the output bias at logit(init_occupancy), the share of occupied voxels, so a
+    # fresh model predicts the data's occupancy instead of 0.5 everywhere and skips the
+    # epochs spent learning "mostly empty" (0: PyTorch's default initialization)
+    init_occupancy: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.latent >= 1, "model.latent", self.latent, ">= 1")
@@ -84,6 +88,9 @@ class ModelConfig:
         _check(self.width >= 1, "model.width", self.width, ">= 1")
         _check(self.depth >= 0, "model.depth", self.depth, ">= 0")
         _check(0 < self.gamma < 1, "model.gamma", self.gamma, "in (0, 1)")
+        _check(
+            0 <= self.init_occupancy < 1, "model.init_occupancy", self.init_occupancy, "in [0, 1)"
+        )
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,9 @@ class VAE(nn.Module):
             if cfg.subpixel
             else nn.ConvTranspose3d(rev[-1], 1, 4, 2, 1)
         )
+        if cfg.init_occupancy > 0:
+            p = cfg.init_occupancy
+            nn.init.constant_(typing.cast(Tensor, last.bias), math.log(p / (1 - p)))
         self.decoder = nn.Sequential(*dec, last)
         self.top_channels = rev[0]
         self.channels_last = False
