@@ -144,7 +144,7 @@ class SearchConfig:
     # refresh_frac samples, logged as cache_stale_frac); above this the next epoch
     # re-searches every object (1: never)
     max_stale: float = 0.05
-    # Orientation prior over the canonical pose h = r⁻¹g (orient3d.prior): uniform (the
+    # Orientation prior over the canonical pose h = r⁻¹g (orient3d.training.prior): uniform (the
     # seed's model); stored_frame (one categorical p(h), updated each epoch; h is measured
     # in the dataset's stored frame, so this prior is weakly supervised by that frame;
     # "learned" is its former name); class (one per class: an oracle, reads the labels).
@@ -186,7 +186,7 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class ContinuousConfig:
-    """Mode ``continuous`` (orient3d.continuous_mode): SO(3) views, coarse-to-fine pose search."""
+    """Mode ``continuous`` (orient3d.training.modes.continuous): SO(3) views, pose search."""
 
     warmup_epochs: int = 1  # epochs of SO(3)-augmented training before the search starts
     grid_level: int = 1  # coarse SO(3) grid: so3.so3_grid level (24, 96, 720 rotations)

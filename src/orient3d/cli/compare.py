@@ -15,8 +15,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from orient3d.report_parts.rundata import RunData, config_diff, load_run, run_labels
-from orient3d.runcheck import run_warnings
+from orient3d.report.rundata import RunData, config_diff, load_run, run_labels
+from orient3d.rundir.runcheck import run_warnings
 
 __all__ = ["add_args", "compare_rows", "format_table", "main"]
 

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from orient3d import groups, render
 from orient3d.config import DataConfig
 from orient3d.data import VoxelSet, load_dataset
 from orient3d.data.arrays import trivial_fraction
 from orient3d.errors import ConfigError
+from orient3d.geometry import groups
+from orient3d.report import render
 
 log = logging.getLogger(__name__)
 

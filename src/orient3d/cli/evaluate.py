@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from orient3d import runs
 from orient3d.devices import resolve_device
-from orient3d.evaluate import DEFAULT_PROTOCOL, PROTOCOLS, evaluate, load_run
+from orient3d.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS, evaluate, load_run
+from orient3d.rundir import runs
 
 _COLUMNS = ("test_mse", "test_iou", "test_bce", "test_tpr", "test_tnr", "test_neg_elbo")
 
@@ -44,7 +44,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orient3d.train import get_mode, load_data
+    from orient3d.training.loop import get_mode, load_data
 
     cfg0 = runs.read_run_config(args.run)
     device = resolve_device(args.device or cfg0.train.device)

@@ -21,9 +21,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from orient3d import runs
 from orient3d.cli.checks import check_config_path
 from orient3d.errors import ConfigError, RunError
+from orient3d.rundir import runs
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ without results.json warns).
 
 With --rotations so3 each of N test objects (default: up to 50) is turned by a
 uniform random rotation (trilinear resampling, thresholded at 0.5) and each
---method (repeatable, or "all") estimates it (orient3d.pose.recover_continuous):
+--method (repeatable, or "all") estimates it (orient3d.search.continuous.recover_continuous):
 success rate (error < --threshold degrees modulo symmetry), median error and
 forward passes per object go under "so3" in RUN/recover.json, other keys kept.
 """
@@ -29,14 +29,15 @@ from typing import Any
 
 import torch
 
-from orient3d import pose, runs
 from orient3d.data import VoxelSet
 from orient3d.data.sources import load_all
 from orient3d.devices import resolve_device
 from orient3d.errors import ConfigError
-from orient3d.evaluate import load_run
+from orient3d.evaluation.protocols import load_run
+from orient3d.evaluation.recovery import recover, recovery_table
 from orient3d.model import VAE
-from orient3d.recover import recover, recovery_table
+from orient3d.rundir import runs
+from orient3d.search import continuous as pose
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +101,7 @@ def so3_table(result: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orient3d.train import load_data
+    from orient3d.training.loop import load_data
 
     cfg0 = runs.read_run_config(args.run)
     device = resolve_device(args.device or cfg0.train.device)

@@ -30,10 +30,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orient3d import distributed, runs
 from orient3d.cli.checks import check_config_path
 from orient3d.config import apply_overrides, load_config
 from orient3d.errors import ConfigError
+from orient3d.rundir import runs
+from orient3d.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orient3d.train import train
+    from orient3d.training.loop import train
 
     if not distributed.from_env().main:  # under torchrun, rank 0 alone reports
         logging.getLogger("orient3d").setLevel(logging.WARNING)

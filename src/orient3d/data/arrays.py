@@ -17,9 +17,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from orient3d import groups
 from orient3d.data import VoxelSet
 from orient3d.errors import DataError
+from orient3d.geometry import groups
 
 __all__ = ["check_grids", "make_voxelset", "resample", "stabilizer_masks", "trivial_fraction"]
 

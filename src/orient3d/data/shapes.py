@@ -276,7 +276,7 @@ def _symmetric(cells: np.ndarray) -> bool:
 
 
 def _rotations() -> list[np.ndarray]:
-    from orient3d.groups import cube_group
+    from orient3d.geometry.groups import cube_group
 
     return list(cube_group().matrices.numpy())
 

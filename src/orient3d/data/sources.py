@@ -274,7 +274,7 @@ def randomize_frames(vs: VoxelSet, seed: int = 0) -> VoxelSet:
     A control for methods that read the stored frame: afterwards the stored poses
     carry no alignment across objects. Stabilizers are recomputed for the new grids.
     """
-    from orient3d import groups
+    from orient3d.geometry import groups
 
     o = groups.cube_group()
     gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, 5]).integers(2**62)))

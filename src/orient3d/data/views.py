@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from orient3d import groups
 from orient3d.data import VoxelSet
 from orient3d.errors import DataError
+from orient3d.geometry import groups
 
 __all__ = ["VIEWS", "AllView", "RandomView", "SingleView", "SubsetView", "make_view"]
 

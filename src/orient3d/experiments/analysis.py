@@ -4,7 +4,7 @@ Each writes a JSON file into the run folder and skips the work when the file is
 already there, so an interrupted experiment resumes its analysis too:
 
 - :func:`recovery` → ``RUN/recover.json``, exactly as ``orient3d recover RUN``
-  (:func:`orient3d.recover.recover`): each test object turned by a random element
+  (:func:`orient3d.evaluation.recovery.recover`): each test object turned by a random element
   ``g`` of O (the run's seed), exhaustive search picks ``r = argmin_r L_r(x)``
   (encoder mean), counted right when ``r·c`` and ``g·c`` are the same voxels.
 - :func:`canonical` → ``RUN/canonical.json``: the first ``n_objects`` test objects
@@ -24,10 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from orient3d import groups, metrics
+from orient3d import metrics
 from orient3d.config import Config
 from orient3d.data import VoxelSet
 from orient3d.experiments.common import AnalysisTask, jsonable
+from orient3d.geometry import groups
 from orient3d.model import VAE
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,9 @@ METHOD = "exhaustive search over the 24 rotations of O, encoder mean, hard argmi
 
 def _load(path: Path) -> tuple[Config, VAE, VoxelSet]:
     from orient3d.devices import resolve_device
-    from orient3d.evaluate import load_run
-    from orient3d.runs import read_run_config
-    from orient3d.train import load_data
+    from orient3d.evaluation.protocols import load_run
+    from orient3d.rundir.runs import read_run_config
+    from orient3d.training.loop import load_data
 
     device = resolve_device(read_run_config(path).train.device)
     cfg, model = load_run(path, str(device))
@@ -51,7 +52,7 @@ def _load(path: Path) -> tuple[Config, VAE, VoxelSet]:
 
 def search_choice(model: VAE, x: Tensor, cfg: Config) -> Tensor:
     """``r (B,)`` = argmin over O of the score of ``r⁻¹·x``, in chunks of the batch."""
-    from orient3d.search import score_orientations
+    from orient3d.search.discrete import score_orientations
 
     device = next(model.parameters()).device
     out = []
@@ -67,11 +68,11 @@ def search_choice(model: VAE, x: Tensor, cfg: Config) -> Tensor:
 def recovery(task: AnalysisTask) -> None:
     """Write ``RUN/recover.json`` as ``orient3d recover RUN`` does, unless it exists.
 
-    :func:`orient3d.recover.recover` with the run's seed for the rotations, hard
+    :func:`orient3d.evaluation.recovery.recover` with the run's seed for the rotations, hard
     choice, fp32; adds ``chance`` (``mean |Stab| / 24`` over the objects used).
     """
-    from orient3d.recover import recover
-    from orient3d.runs import write_json
+    from orient3d.evaluation.recovery import recover
+    from orient3d.rundir.runs import write_json
 
     out = task.path / "recover.json"
     if out.is_file():
@@ -89,7 +90,7 @@ def recovery(task: AnalysisTask) -> None:
 
 def canonical_poses(model: VAE, test: VoxelSet, cfg: Config, n: int) -> Tensor:
     """``(n, G)`` canonical poses ``h = r⁻¹g`` of the first ``n`` objects in all G views."""
-    from orient3d.search import canonical_pose
+    from orient3d.search.discrete import canonical_pose
 
     group = groups.cube_group()
     rows = []
@@ -143,8 +144,8 @@ def top_voxels(probs: Tensor, x: Tensor) -> Tensor:
 
 
 def _picture(model: VAE, test: VoxelSet, cfg: Config, k: int, out: Path) -> None:
-    from orient3d.evaluate import eval_rotations
-    from orient3d.render import render_sheet, save_png
+    from orient3d.evaluation.protocols import eval_rotations
+    from orient3d.report.render import render_sheet, save_png
 
     group = groups.cube_group()
     k = min(k, len(test))
@@ -166,9 +167,9 @@ def _picture(model: VAE, test: VoxelSet, cfg: Config, k: int, out: Path) -> None
 
 def canonical(task: AnalysisTask) -> None:
     """Write ``RUN/canonical.json`` (and the picture for the first seed) unless present."""
-    from orient3d.evaluate import evaluate
-    from orient3d.runs import write_json
-    from orient3d.search import canonicalize
+    from orient3d.evaluation.protocols import evaluate
+    from orient3d.rundir.runs import write_json
+    from orient3d.search.discrete import canonicalize
 
     out = task.path / "canonical.json"
     if out.is_file():

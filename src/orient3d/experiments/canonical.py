@@ -58,7 +58,7 @@ from orient3d.experiments.common import (
 )
 from orient3d.experiments.search_modes import random_max
 from orient3d.experiments.spec import ExperimentSpec, RunSpec
-from orient3d.figures import plot_pose_histograms
+from orient3d.report.figures import plot_pose_histograms
 
 __all__ = ["KIND", "Options", "answer", "cell_answer", "pose_analysis", "pose_record", "summarize"]
 

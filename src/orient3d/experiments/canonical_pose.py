@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from orient3d import groups, metrics
+from orient3d import metrics
 from orient3d.experiments.analysis import search_choice
 from orient3d.experiments.common import AnalysisTask, jsonable
 from orient3d.experiments.search_modes import random_max
+from orient3d.geometry import groups
 from orient3d.metrics.upright import upright_agreement
 
 __all__ = ["picture", "pose_analysis", "pose_record"]
@@ -66,7 +67,7 @@ def pose_record(
 
 def picture(test: Any, h: torch.Tensor, k: int, out: Path) -> None:
     """Rows: classes; columns: the first ``k`` objects of the class in their canonical pose."""
-    from orient3d.render import render_sheet, save_png
+    from orient3d.report.render import render_sheet, save_png
 
     group = groups.cube_group()
     grids, labels = [], []
@@ -83,9 +84,9 @@ def picture(test: Any, h: torch.Tensor, k: int, out: Path) -> None:
 def pose_analysis(task: AnalysisTask) -> None:
     """Write ``RUN/canonical_pose.json`` (and the first seed's picture) unless present."""
     from orient3d.devices import resolve_device
-    from orient3d.evaluate import load_run
-    from orient3d.runs import read_run_config, write_json
-    from orient3d.train import load_data
+    from orient3d.evaluation.protocols import load_run
+    from orient3d.rundir.runs import read_run_config, write_json
+    from orient3d.training.loop import load_data
 
     out = task.path / "canonical_pose.json"
     if out.is_file():

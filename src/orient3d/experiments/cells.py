@@ -32,8 +32,8 @@ import numpy as np
 from orient3d.errors import ConfigError
 from orient3d.experiments.common import RunRecord, ci_cell, jsonable, section
 from orient3d.experiments.spec import ExperimentSpec, key_labels
-from orient3d.figures import Curve, plot_panels
-from orient3d.stats import format_ci, wilson_ci
+from orient3d.metrics.stats import format_ci, wilson_ci
+from orient3d.report.figures import Curve, plot_panels
 
 __all__ = [
     "Cell",

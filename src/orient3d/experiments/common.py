@@ -20,8 +20,8 @@ import numpy as np
 
 from orient3d.config import Config
 from orient3d.experiments.spec import ExperimentSpec, RunSpec
-from orient3d.runs import read_json, read_jsonl
-from orient3d.stats import Comparison, compare_groups, mean_ci
+from orient3d.metrics.stats import Comparison, compare_groups, mean_ci
+from orient3d.rundir.runs import read_json, read_jsonl
 
 __all__ = [
     "AnalysisTask",
@@ -79,7 +79,7 @@ def load_record(
     path: Path, params: Mapping[str, Any], exp_dir: Path, extra_files: Iterable[str] = ()
 ) -> RunRecord:
     """Read a finished run folder (``results.json`` required)."""
-    from orient3d.runs import read_run_config
+    from orient3d.rundir.runs import read_run_config
 
     path = Path(path)
     extra = {}
@@ -99,7 +99,7 @@ def load_record(
 
 
 def compare(a: Iterable[float], b: Iterable[float]) -> Comparison:
-    """:func:`orient3d.stats.compare_groups`, quiet about scipy's precision warning.
+    """:func:`orient3d.metrics.stats.compare_groups`, quiet about scipy's precision warning.
 
     Nearly identical values (e.g. tiny runs that learned the same thing) make
     scipy warn about catastrophic cancellation; the comparison is still returned.

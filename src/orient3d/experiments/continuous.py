@@ -4,12 +4,12 @@ Runs: ``train.mode`` in {single, continuous} (and any other grid keys) × seeds.
 After training each run gets ``continuous.json``
 (:func:`analyze`):
 
-- a ``single`` run: :func:`orient3d.pose.recover_continuous` on ``n`` test
+- a ``single`` run: :func:`orient3d.search.continuous.recover_continuous` on ``n`` test
   objects turned by uniform SO(3) rotations (the run's seed; resampled and
-  thresholded at 0.5), every method of :data:`orient3d.pose.METHODS`: success
+  thresholded at 0.5), every method of :data:`orient3d.search.continuous.METHODS`: success
   rate (error < ``threshold_deg`` modulo symmetry), median error, forward passes;
 - a ``continuous`` run: the consistency of its canonical pose
-  (:func:`orient3d.continuous_mode.canonical_consistency`: the test objects turned
+  (:func:`orient3d.training.modes.continuous.canonical_consistency`: the test objects turned
   by the fixed seeded SO(3) rotations of protocol ``so3+search``, each pose found
   by the full coarse-to-fine search, ``H = Rᵀ R_true``; the largest fraction of
   objects within ``radius_deg`` of one ``H``), with its test MSE (so3+search)
@@ -49,7 +49,7 @@ from orient3d.experiments.common import (
     section,
 )
 from orient3d.experiments.spec import ExperimentSpec, RunSpec
-from orient3d.stats import mean_ci
+from orient3d.metrics.stats import mean_ci
 
 __all__ = ["KIND", "Options", "analyze", "answer", "summarize"]
 
@@ -77,12 +77,12 @@ def analyze(task: AnalysisTask) -> None:
     """Write ``RUN/continuous.json`` (module docstring), unless it exists."""
     import torch
 
-    from orient3d import pose
-    from orient3d.continuous_mode import canonical_consistency, search_options
     from orient3d.devices import resolve_device
-    from orient3d.evaluate import load_run, so3_eval_rotations
-    from orient3d.runs import read_run_config, write_json
-    from orient3d.train import load_data
+    from orient3d.evaluation.protocols import load_run, so3_eval_rotations
+    from orient3d.rundir.runs import read_run_config, write_json
+    from orient3d.search import continuous as pose
+    from orient3d.training.loop import load_data
+    from orient3d.training.modes.continuous import canonical_consistency, search_options
 
     out = task.path / OUTPUT
     if out.is_file():

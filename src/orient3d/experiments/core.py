@@ -71,7 +71,7 @@ def _kind(spec: ExperimentSpec) -> tuple[Kind, Any]:
 
 def _train_task(task: tuple[Config, Path, str, str]) -> None:
     """Train or resume one run (module level: runs in worker processes)."""
-    from orient3d.train import train
+    from orient3d.training.loop import train
 
     cfg, path, state, command = task
     train(cfg, path, resume=state == "resume", force=state == "new", command=command)
@@ -79,7 +79,7 @@ def _train_task(task: tuple[Config, Path, str, str]) -> None:
 
 def _on_gpu(cfg: Config, i: int, workers: int) -> Config:
     """With several workers and GPUs, run ``i`` trains on ``cuda:(i mod #GPUs)``."""
-    from orient3d.distributed import sweep_device
+    from orient3d.training.distributed import sweep_device
 
     device = sweep_device(i, cfg.train.device) if workers > 1 else cfg.train.device
     if device == cfg.train.device:
@@ -132,7 +132,7 @@ def _write_spec(
     where: Sequence[tuple[Path, str]],
     out: Path,
 ) -> None:
-    from orient3d.runs import now, write_json
+    from orient3d.rundir.runs import now, write_json
 
     record = {
         "name": spec.name,
@@ -227,7 +227,7 @@ def run_experiment(
     summary = kind.summarize(records, spec, options, out)
     summary.setdefault("cells", cells_json(cells(records), grid_keys(spec)))
     summary["seconds"] = time.perf_counter() - t0
-    from orient3d.runs import write_json
+    from orient3d.rundir.runs import write_json
 
     write_json(out / "summary.json", jsonable(summary))
     write_report([out], out / "report.html")

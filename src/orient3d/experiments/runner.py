@@ -16,7 +16,7 @@ processes beat one two-thread process); every run draws only from its own seed,
 so its numbers are those of the same run trained alone with one torch thread
 (``train.threads=1``; other thread counts change float sums in the last bits).
 Workers end with the process that started them (even after ``kill -9``), and
-each run's folder is locked while it trains (:mod:`orient3d.lock`).
+each run's folder is locked while it trains (:mod:`orient3d.rundir.lock`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def config_differences(a: Config, b: Config) -> list[str]:
 
 
 def _stored_config(path: Path) -> Config | None:
-    from orient3d.runs import read_run_config
+    from orient3d.rundir.runs import read_run_config
 
     if not (path / "config.toml").is_file():
         return None
@@ -150,7 +150,7 @@ def _init_worker(threads: int, parent: int | None = None) -> None:
 
 def _in_scope(fn: Callable[[T], R], item: T) -> R:
     """``fn(item)``, then let go of the folder locks it took (a worker trains runs in turn)."""
-    from orient3d import lock
+    from orient3d.rundir import lock
 
     with lock.scope():
         return fn(item)

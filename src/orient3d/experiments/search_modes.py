@@ -42,8 +42,8 @@ from orient3d.experiments.cells import (
 )
 from orient3d.experiments.common import Kind, RunRecord, ci_cell, fmt, jsonable, section
 from orient3d.experiments.spec import ExperimentSpec, RunSpec
-from orient3d.figures import Curve, plot_curves, plot_pose_histograms
-from orient3d.stats import mean_ci
+from orient3d.metrics.stats import mean_ci
+from orient3d.report.figures import Curve, plot_curves, plot_pose_histograms
 
 __all__ = ["KIND", "Options", "answer", "cell_answer", "curves", "summarize", "variant_of"]
 

@@ -28,8 +28,8 @@ from orient3d.experiments.cells import (
 )
 from orient3d.experiments.common import Kind, RunRecord, ci_cell, compare, fmt, jsonable, section
 from orient3d.experiments.spec import ExperimentSpec
-from orient3d.figures import Curve, plot_panels
-from orient3d.stats import Comparison
+from orient3d.metrics.stats import Comparison
+from orient3d.report.figures import Curve, plot_panels
 
 __all__ = ["KIND", "LatentRow", "Options", "answer", "rows_from_records", "summarize", "verdict"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from orient3d.groups import CubeGroup
+from orient3d.geometry.groups import CubeGroup
 
 ArrayLike = Any  # numpy array, torch tensor, or nested sequence
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from orient3d.groups import CubeGroup
+from orient3d.geometry.groups import CubeGroup
 from orient3d.metrics._common import ArrayLike, check_indices, check_stab, coset_mask, to_numpy
 
 __all__ = ["entropy", "orientation_usage", "usage_from_hist"]

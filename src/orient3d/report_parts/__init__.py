@@ -1,5 +1,1 @@
-"""Building blocks of :mod:`orient3d.report`: run-folder loading, HTML, plots.
-
-Imports nothing of orient3d but ``errors`` and ``stats``: a report reads run
-folders only, never the model or training code.
-"""
+"""Compatibility: moved to :mod:`orient3d.report` (``html``, ``plots``, ``rundata``)."""

@@ -56,9 +56,10 @@ from pathlib import Path
 from typing import Any
 
 from orient3d import __version__
-from orient3d.report_parts import html as H
-from orient3d.report_parts.plots import curves_png, histograms_png
-from orient3d.report_parts.rundata import (
+from orient3d.metrics.stats import mean_ci
+from orient3d.report import html as H
+from orient3d.report.plots import curves_png, histograms_png
+from orient3d.report.rundata import (
     ExperimentData,
     RunData,
     config_diff,
@@ -68,8 +69,7 @@ from orient3d.report_parts.rundata import (
     run_labels,
     scalar_items,
 )
-from orient3d.runcheck import run_warnings
-from orient3d.stats import mean_ci
+from orient3d.rundir.runcheck import run_warnings
 
 log = logging.getLogger(__name__)
 

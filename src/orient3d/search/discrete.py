@@ -22,7 +22,7 @@ hard choice it is ``-min L - log|G|``. Training with the soft choice minimizes t
 free energy ``F_T = -T·logsumexp(-L / T)`` (``= -bound - log|G|`` at ``T = 1``;
 ``min L`` as ``T → 0``), whose gradient is ``Σ_r softmax(-L/T)_r ∇L_r``: the
 posterior-weighted negative ELBO with the weights detached
-(:class:`orient3d.search_mode.SearchMode`).
+(:class:`orient3d.training.modes.search.SearchMode`).
 """
 
 from __future__ import annotations
@@ -31,20 +31,16 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from orient3d.devices import resolve_precision
-from orient3d.groups import CubeGroup, cube_group, orbit, rotate
-
-if TYPE_CHECKING:
-    from orient3d.search_mode import SearchMode
+from orient3d.geometry.groups import CubeGroup, cube_group, orbit, rotate
 
 __all__ = [
     "Choice",
-    "SearchMode",
     "canonical_pose",
     "canonicalize",
     "choose",
@@ -227,13 +223,3 @@ def choice_from_pose(h: Tensor, g: Tensor, group: CubeGroup) -> Tensor:
     """
     table, inverse = group.table.to(h.device), group.inverse.to(h.device)
     return table[g.to(h.device), inverse[h]]
-
-
-def __getattr__(name: str) -> Any:
-    # SearchMode lives in search_mode.py (it needs the training protocol); loaded lazily
-    # so that ``train`` can import this module without a cycle.
-    if name == "SearchMode":
-        from orient3d.search_mode import SearchMode
-
-        return SearchMode
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,47 @@
+"""Orientation search: score candidate poses with a trained VAE and choose the best.
+
+- :mod:`.discrete`: every element of a finite group (the 24 cube rotations) scored
+  exactly in one pass, then a hard or soft choice;
+- :mod:`.poses`: the coarse-to-fine search over general poses (SO(3) grid → top-K →
+  subdivide, with optional shifts and scales), the one such implementation;
+- :mod:`.continuous`: continuous pose estimation (gradient, cube starts, grid +
+  gradient refinement) built on :mod:`.poses`.
+
+The package namespace keeps the names of the former ``orient3d.search`` module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orient3d.search.discrete import (
+    Choice,
+    Precision,
+    canonical_pose,
+    canonicalize,
+    choice_from_pose,
+    choose,
+    score_orientations,
+    scoring_context,
+)
+
+__all__ = [
+    "Choice",
+    "Precision",
+    "canonical_pose",
+    "canonicalize",
+    "choice_from_pose",
+    "choose",
+    "score_orientations",
+    "scoring_context",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Compatibility: ``orient3d.search.SearchMode`` (the training mode) moved to
+    # orient3d.training.modes.search; nothing in the package imports it from here.
+    if name == "SearchMode":
+        from orient3d.training.modes.search import SearchMode
+
+        return SearchMode
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,8 @@
+"""Training a VAE: the loop and everything it runs.
+
+- :mod:`.loop`: ``fit`` / ``train`` (one run folder, resumable);
+- :mod:`.state`: the model, optimizer and mode state a checkpoint holds;
+- :mod:`.modes`: what each step trains on (single, augmented, search, continuous);
+- :mod:`.prior`: the orientation prior of the search mode;
+- :mod:`.distributed`: several processes (``torchrun``) training one model.
+"""

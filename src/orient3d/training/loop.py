@@ -1,0 +1,537 @@
+"""One training loop for every mode; checkpoints, resume and the run folder.
+
+The loop (:func:`fit`) reads top to bottom: each epoch draws a seeded permutation
+of the training objects, cuts it into batches of the whole uint8 tensor, turns
+each sample by a fresh random element ``g`` of O when the mode asks for it, lets
+the mode prepare the grids the loss is computed on, takes an Adam step, then
+evaluates on the validation and test splits, logs one line of ``metrics.jsonl``
+and checkpoints. The validation split (``data.n_val`` objects carved from the
+training objects, :func:`orient3d.data.split_validation`) makes every decision:
+the best checkpoint, early stopping. The test split is evaluated for reporting
+only; nothing the loop does depends on it.
+Every draw comes from two generators seeded from ``cfg.seed`` (one for batch
+order and rotations, one on the device for ``z``), saved in each checkpoint, so
+``--resume`` reaches exactly the metrics of an uninterrupted run.
+
+Modes follow the :class:`Mode` protocol and are looked up in :data:`MODES`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from orient3d import __version__
+from orient3d.config import Config, TrainConfig, to_dict
+from orient3d.data import VoxelSet, split_validation
+from orient3d.devices import autocast, check_precision, resolve_precision, set_threads
+from orient3d.errors import ConfigError, DataError, RunError
+from orient3d.evaluation.protocols import DEFAULT_PROTOCOL, evaluate, load_run
+from orient3d.geometry import groups
+from orient3d.model import VAE
+from orient3d.rundir import runs
+from orient3d.training import distributed
+from orient3d.training.distributed import Dist
+from orient3d.training.modes import MODES, AugmentedMode, Mode, Prepared, SingleMode, get_mode
+
+__all__ = [
+    "MODES",
+    "AugmentedMode",
+    "Mode",
+    "Prepared",
+    "SingleMode",
+    "TrainingDiverged",
+    "evaluate",
+    "fit",
+    "get_mode",
+    "load_data",
+    "load_run",
+    "split_validation",
+    "train",
+]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, int, float, float], None]  # epoch, step, steps, loss, samples/s
+
+
+class TrainingDiverged(RunError):
+    """The loss or the gradient became NaN or infinite; the last good checkpoint is kept."""
+
+
+# ----------------------------------------------------------------------------
+# Training state: everything a checkpoint holds
+
+
+_SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrainConfig], Any]] = {
+    "constant": lambda opt, t: torch.optim.lr_scheduler.LambdaLR(opt, _constant),
+    "cosine": lambda opt, t: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs),
+    "step": lambda opt, t: torch.optim.lr_scheduler.StepLR(opt, t.lr_step_epochs, gamma=0.5),
+}
+
+
+def _constant(epoch: int) -> float:
+    return 1.0
+
+
+@dataclass
+class _State:
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    mode: Mode
+    data_gen: torch.Generator  # CPU: batch order, rotations, the mode's draws
+    noise_gen: torch.Generator  # on the device: z ~ q(z|x)
+    forward: torch.nn.Module  # the step's forward (distributed.ShardForward, in DDP if several)
+    dist: Dist = field(default_factory=Dist)  # this rank's place (one process: 0 of 1)
+    mode_gen: torch.Generator | None = None  # the mode's draws when per rank (DDP)
+    epoch: int = 0  # epochs completed
+    best: float = math.inf  # best validation neg ELBO so far
+    best_epoch: int = 0
+    stale: int = 0  # epochs since the best
+    stopped: bool = False  # early stopping ended the run
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "mode": self.mode.state_dict(),
+            "data_gen": self.data_gen.get_state(),
+            "noise_gen": self.noise_gen.get_state(),
+            "epoch": self.epoch,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "stale": self.stale,
+            "stopped": self.stopped,
+            **self.extra,
+        }
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.model.load_state_dict(s["model"])
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.scheduler.load_state_dict(s["scheduler"])
+        self.scaler.load_state_dict(s["scaler"])
+        self.mode.load_state_dict(s["mode"])
+        self.data_gen.set_state(s["data_gen"].cpu())
+        self.noise_gen.set_state(s["noise_gen"].cpu())
+        self.epoch, self.best, self.best_epoch = s["epoch"], s["best"], s["best_epoch"]
+        self.stale, self.stopped = s["stale"], s["stopped"]
+        gens = s.get("mode_gens")
+        if self.mode_gen is not None and gens is not None and len(gens) == self.dist.world:
+            self.mode_gen.set_state(gens[self.dist.rank].cpu())
+
+
+def _build_state(cfg: Config, train_set: VoxelSet, device: torch.device, dist: Dist) -> _State:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = VAE(cfg.model, cfg.data.res)
+    model.to(device)
+    if cfg.train.channels_last:
+        model.use_channels_last()
+    t = cfg.train
+    # foreach: one kernel per op over all parameters (CPU defaults to a Python loop)
+    foreach = True if device.type == "cpu" else None
+    opt = torch.optim.Adam(
+        model.parameters(), lr=t.lr, weight_decay=t.weight_decay, foreach=foreach
+    )
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    mode_gen = distributed.mode_generator(cfg.seed, dist, data_gen)
+    return _State(
+        model=model,
+        optimizer=opt,
+        scheduler=_SCHEDULES[t.lr_schedule](opt, t),
+        scaler=torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"),
+        mode=get_mode(t.mode)(cfg, train_set, mode_gen),
+        data_gen=data_gen,
+        noise_gen=noise_gen,
+        forward=distributed.wrap_model(model, dist, device),
+        dist=dist,
+        mode_gen=None if mode_gen is data_gen else mode_gen,
+        extra={"config": to_dict(cfg), "version": __version__},
+    )
+
+
+# ----------------------------------------------------------------------------
+# The loop
+
+
+def _diverged(what: str, epoch: int, step: int, out: Path, st: _State) -> TrainingDiverged:
+    kept = (
+        f"the last good checkpoint (epoch {st.epoch}) is kept in {out / runs.CHECKPOINTS}"
+        if st.epoch > 0
+        else "no checkpoint was written (it diverged in the first epoch)"
+    )
+    return TrainingDiverged(
+        f"{what} is not finite at epoch {epoch}, step {step}; {kept}. "
+        "Try a lower train.lr, train.grad_clip > 0 or train.precision=fp32"
+    )
+
+
+def _step(
+    st: _State, cfg: Config, voxels: Tensor, idx: Tensor, epoch: int
+) -> tuple[Tensor, Tensor]:
+    """One SGD step on the objects ``idx`` (B,) of the global batch; returns (loss, grad norm).
+
+    Under DDP every rank draws the whole batch's rotations and noise and trains
+    its slice (``orient3d.training.distributed``)."""
+    group, t = groups.cube_group(), cfg.train
+    b = idx.shape[0]
+    g = torch.zeros(b, dtype=torch.long)
+    if st.mode.rotate_inputs:
+        g = torch.randint(len(group), (b,), generator=st.data_gen)
+    idx_all, part = idx, st.dist.shard(b)
+    idx, g = idx[part], g[part]
+    x = voxels[idx.to(voxels.device)]  # (b, D, D, D) uint8, b = B / world
+    if st.mode.rotate_inputs:
+        x = groups.rotate(x, group, g)
+    x_shown = x.float()  # (b, D, D, D)
+    prep = st.mode.prepare(st.model, x_shown, g.to(x.device), idx, epoch)
+    k = prep.x.shape[0] // max(1, idx.shape[0])  # rows per sample
+    rows = slice(k * part.start, k * part.stop)
+    with autocast(x.device, t.precision):
+        out = st.forward(prep.x, st.noise_gen, rows, k * b)
+    loss = distributed.shard_loss(out.neg_elbo, prep.weight, b, st.dist)
+    st.optimizer.zero_grad(set_to_none=True)
+    st.scaler.scale(loss).backward()
+    st.scaler.unscale_(st.optimizer)
+    params = [p for p in st.model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([typing.cast(Tensor, p.grad) for p in params])
+    if t.grad_clip > 0 and bool(norm > t.grad_clip):  # (clip_grad_norm_ always rescales)
+        torch.nn.utils.clip_grads_with_norm_(params, t.grad_clip, norm)
+    st.scaler.step(st.optimizer)
+    st.scaler.update()
+    distributed.sync_mode_step(st.mode, idx_all, st.dist)
+    return st.dist.mean(loss.detach()), norm.detach()
+
+
+def _train_epoch(
+    st: _State, cfg: Config, voxels: Tensor, epoch: int, out: Path, progress: Progress | None
+) -> tuple[float, float, float]:
+    """One pass over the training set; returns (mean loss, samples/s, mean gradient norm)."""
+    st.model.train()
+    st.mode.start_epoch(st.model, epoch)
+    n, bs = voxels.shape[0], cfg.train.batch_size
+    steps = math.ceil(n / bs)
+    perm = torch.randperm(n, generator=st.data_gen)
+    total, norms, t0 = 0.0, 0.0, time.perf_counter()
+    for step in range(1, steps + 1):
+        idx = perm[(step - 1) * bs : step * bs]
+        loss, norm = _step(st, cfg, voxels, idx, epoch)
+        value = float(loss)
+        if not math.isfinite(value):
+            raise _diverged("the loss", epoch, step, out, st)
+        norm_value = float(norm)
+        if not math.isfinite(norm_value):
+            if cfg.train.precision != "fp16":  # fp16: the GradScaler skips such steps
+                raise _diverged("the gradient norm", epoch, step, out, st)
+            norm_value = 0.0
+        total += value * len(idx)
+        norms += norm_value
+        if progress is not None:
+            progress(epoch, step, steps, value, step * bs / (time.perf_counter() - t0))
+    return total / n, n / (time.perf_counter() - t0), norms / steps
+
+
+_EPOCH_KEYS = ("mse", "iou", "bce", "tpr", "tnr", "neg_elbo")
+
+
+def _evaluate_splits(
+    st: _State, cfg: Config, val_set: VoxelSet, test_set: VoxelSet
+) -> dict[str, Any]:
+    """``val_*`` and ``test_*`` metrics of the model now, under the mode's protocol."""
+    protocol = DEFAULT_PROTOCOL[cfg.train.mode]
+    out: dict[str, Any] = {}
+    for split, vs in (("val", val_set), ("test", test_set)):
+        if len(vs) == 0:
+            continue
+        ev = evaluate(st.model, vs, cfg, protocol=protocol, canonicalize=st.mode.canonicalize)
+        out.update({f"{split}_{k}": ev[f"test_{k}"] for k in _EPOCH_KEYS})
+    return out
+
+
+def _end_epoch(
+    st: _State,
+    cfg: Config,
+    splits: tuple[VoxelSet, VoxelSet],
+    epoch: int,
+    loss: float,
+    speed: float,
+) -> dict[str, Any]:
+    """Evaluate, step the schedule and the early-stopping counter; the metrics record.
+
+    The best epoch and early stopping read ``val_neg_elbo`` alone (with no
+    validation split, ``data.n_val=0``, the last epoch is kept)."""
+    distributed.sync_mode_epoch(st.mode, st.dist)
+    extras = st.mode.end_epoch(epoch)
+    val_set, test_set = splits
+    # rank 0 evaluates, the others wait for its numbers
+    ev = st.dist.on_main(lambda: _evaluate_splits(st, cfg, val_set, test_set))
+    lr = st.optimizer.param_groups[0]["lr"]
+    st.scheduler.step()
+    st.epoch = epoch
+    score = ev.get("val_neg_elbo", -epoch)  # no validation split: the latest is the best
+    if score < st.best:
+        st.best, st.best_epoch, st.stale = score, epoch, 0
+    else:
+        st.stale += 1
+    patience = cfg.train.early_stopping
+    st.stopped = patience > 0 and st.stale >= patience
+    record: dict[str, Any] = {"epoch": epoch, "train_loss": loss, **ev}
+    record.update(lr=lr, samples_per_s=speed, **extras)
+    return record
+
+
+def _save(st: _State, cfg: Config, out: Path, epoch: int) -> None:
+    """Rank 0 writes the checkpoints (with every rank's mode generator); the others wait."""
+    gens = st.dist.gather(st.mode_gen.get_state()) if st.mode_gen is not None else None
+    if st.dist.main:
+        state = st.state_dict() if gens is None else {**st.state_dict(), "mode_gens": gens}
+        if st.best_epoch == epoch:
+            runs.save_checkpoint(runs.checkpoint_path(out, "best"), state)
+        if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs or st.stopped:
+            runs.save_checkpoint(runs.checkpoint_path(out, "last"), state)
+    st.dist.barrier()
+
+
+def _open_run(
+    st: _State,
+    cfg: Config,
+    out: Path,
+    device: torch.device,
+    resume: bool,
+    force: bool,
+    command: str | None,
+    fingerprint: str = "",
+    allow_data_change: bool = False,
+) -> None:
+    """Start the run folder (rank 0), or restore ``st`` from its last checkpoint (every rank).
+
+    Rank 0 holds the folder's writer lock until the process ends; a resume
+    refuses other data than the run's (``fingerprint``) unless ``allow_data_change``."""
+    if st.dist.main:
+        runs.lock_run(out, command, create=not resume)
+    if not resume:
+        if st.dist.main:
+            meta = runs.make_meta(command, str(device))
+            meta["precision"] = resolve_precision(device, cfg.train.precision)
+            meta["world_size"] = st.dist.world
+            meta["data_fingerprint"] = fingerprint
+            runs.prepare_new_run(out, cfg, meta, force)
+        st.dist.barrier()
+        return
+    runs.check_same_config(runs.read_run_config(out), cfg)
+    runs.check_data_fingerprint(out, fingerprint, allow_data_change)
+    last = runs.checkpoint_path(out, "last")
+    saved = None
+    if last.exists():
+        state = runs.load_checkpoint(last, device)
+        st.load_state_dict(state)
+        saved = state.get("metrics")  # the log's records up to its epoch
+    if not st.dist.main:
+        return
+    st.extra["metrics"] = runs.restore_metrics(out / runs.METRICS, st.epoch, saved)
+    runs.note_resume(out, st.epoch, command, fingerprint)
+    log.info("resuming %s after epoch %d", out, st.epoch)
+
+
+def _describe(
+    cfg: Config, device: torch.device, train_set: VoxelSet, val_set: VoxelSet, test_set: VoxelSet
+) -> str:
+    precision = resolve_precision(device, cfg.train.precision)
+    return (
+        f"mode {cfg.train.mode} on {device} ({precision}), {len(train_set)} training / "
+        f"{len(val_set)} validation / {len(test_set)} test objects at {cfg.data.res}³"
+    )
+
+
+def _check_data(cfg: Config, train_set: VoxelSet, val_set: VoxelSet, test_set: VoxelSet) -> None:
+    for name, vs in (("training", train_set), ("test", test_set), ("validation", val_set)):
+        if len(vs) == 0 and name != "validation":
+            raise DataError(f"{vs.source}: the {name} set is empty")
+        if len(vs) and vs.res != cfg.data.res:
+            raise DataError(f"{vs.source}: {name} grids are {vs.res}³, data.res is {cfg.data.res}")
+    if len(val_set) == 0 and cfg.train.early_stopping > 0:
+        raise ConfigError(
+            f"train.early_stopping={cfg.train.early_stopping} needs a validation split, "
+            "but data.n_val=0; early stopping never reads the test split"
+        )
+
+
+def fit(
+    cfg: Config,
+    train_set: VoxelSet,
+    test_set: VoxelSet,
+    out: str | Path,
+    *,
+    val_set: VoxelSet | None = None,
+    resume: bool = False,
+    force: bool = False,
+    command: str | None = None,
+    progress: Progress | None = None,
+    allow_data_change: bool = False,
+) -> dict[str, Any]:
+    """Train on ``train_set``, select on ``val_set``, report ``test_set``; write the run ``out``.
+
+    ``val_set`` None carves ``cfg.data.n_val`` objects out of ``train_set``
+    (:func:`orient3d.data.split_validation`, seeded by ``cfg.seed``). The best
+    checkpoint and early stopping read the validation split only; the test split
+    is evaluated each epoch and at the end, for reporting. ``resume`` continues
+    from ``out``'s last checkpoint (same config, up to the runtime keys in
+    ``runs.RUNTIME_KEYS``); ``force`` overwrites a non-empty ``out``.
+    ``progress(epoch, step, steps, loss, samples_per_s)`` is called after every
+    step. Returns results.json's dict. Raises
+    :class:`TrainingDiverged` on a NaN/inf loss or gradient.
+    """
+    out = Path(out)
+    dist, device = distributed.setup(cfg.train.device)  # under torchrun: joins the group
+    check_precision(device, cfg.train.precision)
+    set_threads(cfg.train.threads)
+    if val_set is None:
+        train_set, val_set = split_validation(train_set, cfg.data.n_val, cfg.seed)
+    _check_data(cfg, train_set, val_set, test_set)
+    distributed.check_batches(len(train_set), cfg.train.batch_size, dist)
+    st = _build_state(cfg, train_set, device, dist)
+    fingerprint = runs.data_fingerprint(train_set, val_set, test_set)
+    _open_run(st, cfg, out, device, resume, force, command, fingerprint, allow_data_change)
+    log.info("%s: %s", out, _describe(cfg, device, train_set, val_set, test_set))
+    voxels = train_set.voxels.to(device)  # (N, D, D, D) uint8, indexed per batch
+    writer = runs.Scalars(out, st.epoch, enabled=dist.main)  # rank 0 alone writes
+    progress = progress if dist.main else None
+    try:
+        while st.epoch < cfg.train.epochs and not st.stopped:
+            epoch, t0 = st.epoch + 1, time.perf_counter()
+            loss, speed, norm = _train_epoch(st, cfg, voxels, epoch, out, progress)
+            record = _end_epoch(st, cfg, (val_set, test_set), epoch, loss, speed)
+            record["grad_norm"] = norm  # mean before clipping
+            record["seconds"] = time.perf_counter() - t0
+            st.extra.setdefault("metrics", []).append(record)  # (in the checkpoint)
+            if dist.main:
+                runs.append_jsonl(out / runs.METRICS, record)
+            _save(st, cfg, out, epoch)
+            if dist.main:
+                _log_epoch(cfg, record, writer)
+    finally:
+        writer.close()
+    return _finish(st, cfg, test_set, out, device, "val" if len(val_set) else "last")
+
+
+def _log_epoch(cfg: Config, record: dict[str, Any], writer: runs.Scalars) -> None:
+    val = "  val neg ELBO %(val_neg_elbo).2f iou %(val_iou).3f" if "val_iou" in record else ""
+    log.info(
+        "epoch %(epoch)d/%(epochs)d  train %(train_loss).2f" + val + "  test neg ELBO "
+        "%(test_neg_elbo).2f mse %(test_mse).5f iou %(test_iou).3f  (%(seconds).1f s, "
+        "%(samples_per_s).0f samples/s)",
+        {**record, "epochs": cfg.train.epochs},
+    )
+    writer.add(record)
+
+
+def _finish(
+    st: _State, cfg: Config, test_set: VoxelSet, out: Path, device: torch.device, selected_on: str
+) -> dict[str, Any]:
+    """Evaluate the selected checkpoint on the test split and write results.json (rank 0;
+    every rank returns it)."""
+    return st.dist.on_main(lambda: _results(st, cfg, test_set, out, device, selected_on))
+
+
+def _results(
+    st: _State, cfg: Config, test_set: VoxelSet, out: Path, device: torch.device, selected_on: str
+) -> dict[str, Any]:
+    best = runs.checkpoint_path(out, "best")
+    if best.exists():
+        st.model.load_state_dict(runs.load_checkpoint(best, device)["model"])
+    result = evaluate(
+        st.model,
+        test_set,
+        cfg,
+        protocol=DEFAULT_PROTOCOL[cfg.train.mode],
+        canonicalize=st.mode.canonicalize,
+    )
+    records = runs.read_jsonl(out / runs.METRICS)
+    result.update(
+        mode=cfg.train.mode,
+        epochs_run=st.epoch,
+        best_epoch=st.best_epoch,
+        checkpoint="best" if best.exists() else "last",
+        # what chose the checkpoint: "val" (the validation split), "last" (data.n_val=0)
+        selected_on=selected_on,
+        early_stopped=st.stopped,
+        seconds_total=sum(float(r["seconds"]) for r in records),
+    )
+    runs.write_json(out / runs.RESULTS, result)
+    log.info(
+        "results (epoch %d, selected on %s): test mse %.5f  iou %.3f  (%s)",
+        st.best_epoch,
+        selected_on,
+        result["test_mse"],
+        result["test_iou"],
+        out,
+    )
+    return result
+
+
+def load_data(cfg: Config) -> tuple[VoxelSet, VoxelSet]:
+    """The training and test sets of ``cfg.data`` (``orient3d.data.train_test``).
+
+    The training set still holds the validation objects; :func:`fit` carves them.
+    With ``data.random_frames`` each training object is turned once by a fixed random
+    rotation (:func:`orient3d.data.sources.randomize_frames`); the test set is not."""
+    from orient3d.data import train_test
+    from orient3d.data.sources import randomize_frames
+
+    d = cfg.data
+    train_set, test_set = train_test(
+        d.source,
+        d.res,
+        n_train=d.n_train or None,  # 0: all available
+        n_test=d.n_test or None,
+        seed=cfg.seed,
+        cache_dir=d.cache_dir or None,
+        classes=list(d.classes) or None,
+    )
+    if d.random_frames:
+        train_set = randomize_frames(train_set, cfg.seed)
+    return train_set, test_set
+
+
+def train(
+    cfg: Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    command: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    allow_data_change: bool = False,
+) -> dict[str, Any]:
+    """Load ``cfg.data`` and run (or resume) :func:`fit`; returns results.json's dict.
+
+    Under ``torchrun`` every rank trains a replica (``orient3d.training.distributed``)."""
+    dist, _ = distributed.setup(cfg.train.device)
+    with distributed.main_first(dist):  # rank 0 fills the data cache, then the others read it
+        train_set, test_set = load_data(cfg)
+    return fit(
+        cfg,
+        train_set,
+        test_set,
+        out,
+        resume=resume,
+        force=force,
+        command=command,
+        progress=progress,
+        allow_data_change=allow_data_change,
+    )

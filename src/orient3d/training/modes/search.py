@@ -1,0 +1,384 @@
+"""The ``search`` training mode: each sample is turned to its best orientation first.
+
+As ``augmented`` (the loop shows object ``c`` as ``x = g·c`` for a fresh random
+``g``), but before each backward pass:
+
+- ``hard``: the sample becomes ``r⁻¹·x`` for ``r = argmin_r L_r(x)``;
+- ``soft``: the loss is the posterior-weighted negative ELBO over ``K`` candidates,
+  ``Σ_k softmax(-L/T)_k · L_k`` with the weights detached, renormalized over the
+  kept candidates (``search.top_k``; 0 keeps all). Its gradient is that of the
+  free energy ``F_T = -T·logsumexp(-L/T)``; at ``T = 1`` that is the negative
+  of the orientation-marginal ELBO ``logsumexp(-L) - log|G|`` up to a constant,
+  and as ``T → 0`` it becomes the hard loss. ``T`` is annealed geometrically per
+  epoch from ``temperature_start`` to ``temperature`` over the search epochs.
+
+With ``top_k`` the weights (and ``F_T``) are restricted to the kept candidates. The
+weights come from the no-grad scoring pass (encoder mean, BatchNorm in eval mode);
+the weighted rows are then trained as any other (sampled ``z``, train mode).
+
+The first ``warmup_epochs`` epochs are plain augmented training.
+
+Orientation prior (``search.prior``, :mod:`orient3d.training.prior`). ``uniform`` is the
+seed's model. ``stored_frame`` (formerly ``learned``) puts a categorical prior
+``p(h)`` on the canonical pose ``h = r⁻¹g`` relative to the stored frame (known here
+because the loop drew ``g``: weak supervision by the dataset's alignment; a prior on
+``r`` itself stays uniform under uniform ``g``, see :mod:`orient3d.training.prior`): the hard
+choice minimizes ``L_r(x) - λ log p(h)`` (the MAP pose) and the soft weights are the
+posterior ``∝ p(h)^λ·exp(-L/T)``, the prior not damped by the temperature; the loss
+is the ELBO with the pose as a discrete latent (its ``log p`` term does not depend
+on the model's weights, so the gradient is still the weighted negative ELBO). ``p``
+is updated after each search epoch from that epoch's posteriors (one-hot for
+``hard``), floored at ``prior_floor``. ``class`` keeps one prior per class (an
+oracle upper bound: the labels are not a model input). At evaluation the search uses
+the scores alone (``g`` is unknown; uniform test rotations make a uniform prior over
+``r`` exact). With the cache and ``proposals = 1`` a cached pose is reused without
+re-scoring, so a changed prior acts only at refreshes: use ``cache = false`` or
+``refresh_every = 1`` with a learned prior.
+
+Speed. The applied ``g`` of every sample is known, so each object's canonical pose
+``h = r⁻¹g`` is cached (``search.cache``): view-independent under exhaustive search,
+hence exact until the model changes. On the next presentation ``r = g·h⁻¹`` costs
+nothing (``proposals = 1``), or only the ``proposals`` best poses of the last full
+search are re-scored (the soft choice keeps at least its ``top_k`` candidates,
+all 24 when ``top_k = 0``). The whole cache goes stale every ``refresh_every`` search
+epochs, and a random ``refresh_frac`` of every step's samples is searched in full
+anyway. With ``refresh_every = 0`` only that fraction is ever searched (a
+rate-limited search, costing about ``refresh_frac`` of a full search per step):
+objects not searched yet are trained as shown, as in the warm-up, until drawn.
+
+Staleness. The ``refresh_frac`` samples searched in full although their cache entry
+was current show how often a fresh search would change a cached choice (modulo the
+object's symmetry): logged per epoch as ``cache_stale_frac`` (over
+``cache_stale_checked`` samples). Above ``search.max_stale`` the next epoch
+re-searches every object (``cache_refreshed``), so answers rest on fresh choices.
+
+Logged per epoch (:meth:`SearchMode.end_epoch`): ``pose_hist`` (counts of ``h``
+over the samples of the epoch, relative to the known ground-truth pose),
+``pose_entropy`` (nats), ``poses_used`` (poses with at least 1% of the samples),
+``changed_frac`` (objects whose canonical grid changed since their previous
+epoch, modulo symmetry; null in the first search epoch), ``temperature``,
+``rows_scored_per_sample``, ``cache_hit_frac`` and ``score_gap_median`` (median
+over the samples searched in full of the second-best minus the best score, in
+nats: how far the likelihood alone separates the poses); with a learned prior also
+``prior_changed_frac`` (of the samples searched in full, those whose chosen pose
+scores worse than the best: the prior overruled the likelihood), ``prior_nll``, ``prior_entropy``
+(nats, mean over classes), ``prior_top_pose`` and ``prior_top_prob``
+(:meth:`orient3d.training.prior.OrientationPrior.update`). ``search.prior_weight`` ``λ``
+scales the prior in the score, ``L - λ log p(h)`` (1: the ELBO).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from orient3d.config import Config, SearchConfig
+from orient3d.data import VoxelSet
+from orient3d.geometry.groups import cube_group, rotate, same_voxels, stabilizer_mask
+from orient3d.metrics.usage import entropy
+from orient3d.model import VAE
+from orient3d.search.discrete import (
+    canonical_pose,
+    canonicalize,
+    choice_from_pose,
+    choose,
+    score_orientations,
+)
+from orient3d.training.modes.base import ModeSync, Prepared
+from orient3d.training.prior import OrientationPrior
+
+__all__ = ["SearchMode", "make_prior", "temperature_at"]
+
+log = logging.getLogger(__name__)
+
+
+def temperature_at(k: int, n: int, start: float, end: float) -> float:
+    """Geometric schedule: ``start`` at search epoch 0, ``end`` from epoch ``n - 1`` on."""
+    frac = min(1.0, k / max(1, n - 1))
+    return float(start * (end / start) ** frac)
+
+
+def make_prior(cfg: SearchConfig, order: int, n_classes: int) -> OrientationPrior | None:
+    """The orientation prior of ``search.prior`` (None for ``uniform``)."""
+    if cfg.prior == "uniform":
+        return None  # "stored_frame" (alias "learned") and "class" keep a table
+    return OrientationPrior(
+        order,
+        n_classes if cfg.prior == "class" else 1,
+        floor=cfg.prior_floor,
+        update=cfg.prior_update,
+        step=cfg.prior_step,
+        temperature=cfg.prior_temperature,
+    )
+
+
+class SearchMode:
+    """Implements the training-mode protocol of ``train`` (see the module docstring)."""
+
+    rotate_inputs = True
+    # Under DDP (orient3d.training.distributed): per-object rows exchanged after each step,
+    # per-epoch counters summed and score lists joined before end_epoch.
+    dist_sync = ModeSync(
+        rows=("poses", "searched_at", "epoch_h"),
+        sums=(
+            *("hist", "rows", "samples", "hits", "prior_changed"),
+            *("prior.sums", "prior.nll", "prior.n_obs"),
+        ),
+        cats=("gaps",),
+    )
+
+    def __init__(self, cfg: Config, train: VoxelSet, generator: torch.Generator) -> None:
+        self.cfg, self.epochs = cfg.search, cfg.train.epochs
+        self.group = cube_group(reflections=cfg.search.group == "Oh")
+        self.gen = generator
+        o = cube_group()
+        # Index in self.group of each element of O (the loop's applied rotations).
+        self.from_o = torch.tensor([self.group.index_of(m) for m in o.matrices.numpy()])
+        n, g = len(train), len(self.group)
+        self.stab = train.stabilizers if g == len(o) else stabilizer_mask(train.voxels, self.group)
+        # Poses kept per object: the soft choice keeps at least its K candidates.
+        keep = max(self.cfg.proposals, self.cfg.top_k or g) if cfg.search.choice == "soft" else 1
+        self.n_prop = min(max(keep, self.cfg.proposals), g) if self.cfg.cache else g
+        self.poses = torch.full((n, self.n_prop), -1, dtype=torch.long)  # (N, P) cached h
+        self.searched_at = torch.full((n,), -1, dtype=torch.long)  # search epoch of the cache
+        self.last_h = torch.full((n,), -1, dtype=torch.long)  # h of the previous epoch
+        self.epoch_h = torch.full((n,), -1, dtype=torch.long)
+        self.hist = torch.zeros(g, dtype=torch.long)
+        self.k, self.refresh_from, self.temperature = -1, 0, self.cfg.temperature_start
+        self.rows = self.samples = self.hits = 0
+        self.gaps: list[Tensor] = []  # per full search: second-best minus best score
+        self.prior_changed = 0
+        self.stale_checked = self.stale_found = 0
+        self.refresh_all = False  # the last epoch's cache was too stale: re-search all
+        self.refreshed = False
+        self.labels = train.labels.long()
+        n_classes = max(len(train.class_names), int(self.labels.max()) + 1 if n else 1)
+        self.prior = make_prior(cfg.search, g, n_classes)
+
+    @property
+    def active(self) -> bool:
+        return self.k >= 0
+
+    def start_epoch(self, model: VAE, epoch: int) -> None:
+        """``epoch`` counts from 1; search epoch ``k`` counts from 0 after the warm-up."""
+        self.k = epoch - 1 - self.cfg.warmup_epochs
+        n_search = self.epochs - self.cfg.warmup_epochs
+        c = self.cfg
+        self.temperature = temperature_at(
+            max(self.k, 0), n_search, c.temperature_start, c.temperature
+        )
+        self.refresh_from = self.k - self.k % c.refresh_every if c.refresh_every else 0
+        self.refreshed = self.active and (
+            self.refresh_all or (c.refresh_every > 0 and self.refresh_from == self.k)
+        )
+        if self.refresh_all and self.active:
+            self.refresh_from = self.k
+        self.refresh_all = False
+        self.rows = self.samples = self.hits = 0
+        self.gaps, self.prior_changed = [], 0
+        self.stale_checked = self.stale_found = 0
+
+    def _score(self, model: VAE, x: Tensor, cand: Tensor | None = None) -> Tensor:
+        c = self.cfg
+        self.rows += x.shape[0] * (len(self.group) if cand is None else cand.shape[1])
+        return score_orientations(
+            model,
+            x.to(torch.uint8),  # 0/1 grids: rotating bytes is ~4x cheaper than floats
+            self.group,
+            sample=c.sample,
+            generator=self.gen if c.sample else None,
+            precision=c.precision,
+            chunk=c.chunk,
+            candidates=cand,
+        )
+
+    def _with_prior(self, scores: Tensor, r: Tensor | None, g: Tensor, idx: Tensor) -> Tensor:
+        """``scores - s λ log p(h)`` for candidates ``r (B, K)`` (None: every element).
+
+        ``s`` is the temperature for the soft choice, so ``softmax(-(L - T λ log p) / T)
+        = softmax(-L / T + λ log p)``: the prior is not damped by annealing; 1 for hard.
+        """
+        if self.prior is None:
+            return scores
+        if r is None:
+            r = torch.arange(len(self.group)).expand(g.shape[0], -1)
+        h = canonical_pose(r, g[:, None], self.group)  # (B, K)
+        scale = self.temperature if self.cfg.choice == "soft" else 1.0
+        return scores - scale * self.cfg.prior_weight * self.prior.log_prob(h, self.labels[idx])
+
+    def _count_stale(self, objs: Tensor, fresh_h: Tensor) -> None:
+        """Compare fresh choices ``h (b,)`` of ``objs`` with their current cache entries."""
+        current = (self.searched_at[objs] >= 0) & (self.searched_at[objs] >= self.refresh_from)
+        if not bool(current.any()):
+            return
+        o = objs[current]
+        same = same_voxels(self.stab[o], self.group, fresh_h[current], self.poses[o, 0])
+        self.stale_checked += int(o.numel())
+        self.stale_found += int((~same).sum())
+
+    def _need_search(self, idx: Tensor) -> Tensor:
+        """``(B,)`` bool: the samples whose cached pose is missing or stale."""
+        if not self.cfg.cache:
+            return torch.ones(idx.shape[0], dtype=torch.bool)
+        if self.cfg.refresh_every > 0 or self.refreshed:
+            need = self.searched_at[idx] < self.refresh_from
+        else:  # rate-limited: only the drawn fraction is searched
+            need = torch.zeros(idx.shape[0], dtype=torch.bool)
+        if self.cfg.refresh_frac > 0:
+            draw = torch.rand(idx.shape[0], generator=self.gen, device=self.gen.device).cpu()
+            need |= draw < self.cfg.refresh_frac
+        return need
+
+    def _candidates(self, model: VAE, x: Tensor, g: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Candidate elements ``(B, P)`` and their scores ``(B, P)``, best first.
+
+        Samples with a fresh cache entry score only their ``P`` cached poses (or
+        none when ``P = 1``: the score is then 0); the others are searched in full
+        and refresh the cache. With ``refresh_every = 0`` a sample never searched
+        and not drawn this step stays as shown (``r`` = identity, score 0).
+        """
+        b, p = idx.shape[0], self.n_prop
+        need = self._need_search(idx)
+        elems = torch.empty(b, p, dtype=torch.long)
+        scores = torch.zeros(b, p)
+        if need.any():
+            raw = self._score(model, x[need.to(x.device)]).cpu()  # (b', G)
+            full = self._with_prior(raw, None, g[need], idx[need])
+            s, r = full.sort(dim=1)
+            two = raw.topk(2, dim=1, largest=False).values  # (b', 2)
+            self.gaps.append(two[:, 1] - two[:, 0])
+            worse = raw.gather(1, r[:, :1]).squeeze(1) > two[:, 0]  # prior beat the likelihood
+            self.prior_changed += int(worse.sum())
+            elems[need], scores[need] = r[:, :p], s[:, :p]
+            fresh = canonical_pose(r[:, :p], g[need][:, None], self.group)  # (b', P)
+            if self.cfg.cache:
+                self._count_stale(idx[need], fresh[:, 0])
+            self.poses[idx[need]] = fresh
+            self.searched_at[idx[need]] = self.k
+        missing = self.searched_at[idx] < 0
+        # Never searched and not drawn (refresh_every = 0): trained as shown (r = identity).
+        elems[~need & missing], scores[~need & missing] = 0, 0.0
+        hit = ~need & ~missing
+        self.hits += int(hit.sum())
+        if hit.any():
+            r = choice_from_pose(self.poses[idx[hit]], g[hit][:, None], self.group)  # (b'', P)
+            if p > 1:
+                s = self._score(model, x[hit.to(x.device)], r.to(x.device)).cpu()
+                s = self._with_prior(s, r, g[hit], idx[hit])
+                s, order = s.sort(dim=1)
+                r = r.gather(1, order)
+                scores[hit] = s
+            elems[hit] = r
+        return elems, scores
+
+    def prepare(self, model: VAE, x_shown: Tensor, g: Tensor, idx: Tensor, epoch: int) -> Prepared:
+        """The grids the loss is computed on, in the model's frame.
+
+        ``x_shown (B, D, D, D)`` is the batch as shown, ``g (B,)`` the elements of O
+        that turned it, ``idx (B,)`` the objects' indices in the training set.
+        """
+
+        if not self.active:
+            return Prepared(x=x_shown, weight=None, choice=None)
+        b = x_shown.shape[0]
+        g, idx = self.from_o[g.cpu()], idx.cpu().long()
+        elems, scores = self._candidates(model, x_shown, g, idx)  # (B, P) each
+        self.samples += b
+        r = elems[:, 0]
+        h = canonical_pose(r, g, self.group)
+        self._record(h, idx)
+        inv = self.group.inverse
+        if self.cfg.choice == "hard":
+            if self.prior is not None:
+                self.prior.observe(h[:, None], torch.ones(b, 1), self.labels[idx])
+            x = rotate(x_shown, self.group, inv[r].to(x_shown.device))  # (B, D, D, D)
+            return Prepared(x=x, weight=None, choice=r.to(x_shown.device))
+        k = min(self.cfg.top_k or elems.shape[1], elems.shape[1])
+        ch = choose(
+            scores[:, :k], "soft", self.temperature, candidates=elems[:, :k], order=len(self.group)
+        )
+        if self.prior is not None:
+            cand_h = canonical_pose(elems[:, :k], g[:, None], self.group)  # (B, K)
+            self.prior.observe(cand_h, ch.weight, self.labels[idx])
+        rows = inv[elems[:, :k]].reshape(-1).to(x_shown.device)
+        x = rotate(x_shown.repeat_interleave(k, 0), self.group, rows)  # (B K, D, D, D)
+        weight = ch.weight.reshape(-1).to(x_shown.device, x_shown.dtype)  # (B K,)
+        return Prepared(x=x, weight=weight.detach(), choice=r.to(x_shown.device))
+
+    def _record(self, h: Tensor, idx: Tensor) -> None:
+        self.epoch_h[idx] = h
+        self.hist += torch.bincount(h, minlength=len(self.group))
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        if not self.active:
+            return {"search_active": False}
+        seen = self.epoch_h >= 0
+        both = seen & (self.last_h >= 0)
+        same = same_voxels(self.stab[both], self.group, self.epoch_h[both], self.last_h[both])
+        total = int(self.hist.sum())
+        out = {
+            "search_active": True,
+            "pose_hist": self.hist.tolist(),
+            "pose_entropy": entropy(self.hist.numpy()) if total else None,
+            "poses_used": int((self.hist >= max(1.0, 0.01 * total)).sum()),
+            "changed_frac": float((~same).float().mean()) if both.any() else None,
+            "temperature": self.temperature,
+            "rows_scored_per_sample": self.rows / max(1, self.samples),
+            "cache_hit_frac": self.hits / max(1, self.samples),
+            "cache_stale_frac": self.stale_found / self.stale_checked
+            if self.stale_checked
+            else None,
+            "cache_stale_checked": self.stale_checked,
+            "cache_refreshed": self.refreshed,
+            "score_gap_median": None,
+        }
+        checked = self.stale_checked
+        self.refresh_all = checked > 0 and self.stale_found / checked > self.cfg.max_stale
+        if self.gaps:
+            gaps = torch.cat(self.gaps)
+            out["score_gap_median"] = float(gaps.median())
+            if self.prior is not None:
+                out["prior_changed_frac"] = self.prior_changed / gaps.numel()
+        if self.prior is not None:
+            out.update(self.prior.update())
+        self.last_h = torch.where(seen, self.epoch_h, self.last_h)
+        self.epoch_h.fill_(-1)
+        self.hist.zero_()
+        return out
+
+    def canonicalize(self, model: VAE, x_shown: Tensor) -> Tensor | None:
+        """Eval-time hard choice ``r (B,)`` in O: exhaustive search, encoder mean."""
+        c = self.cfg
+        if len(self.group) == len(self.from_o):
+            return canonicalize(model, x_shown, self.group, precision=c.precision, chunk=c.chunk)
+        # Evaluation reconstructs with elements of O: search those (as Oh indices).
+        cand = self.from_o.to(x_shown.device).expand(x_shown.shape[0], -1)  # (B, 24)
+        s = score_orientations(
+            model, x_shown, self.group, precision=c.precision, chunk=c.chunk, candidates=cand
+        )
+        return s.argmin(dim=1)  # index in O
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "poses": self.poses.clone(),
+            "searched_at": self.searched_at.clone(),
+            "last_h": self.last_h.clone(),
+            "refresh_all": self.refresh_all,
+        }
+        if self.prior is not None:
+            state["prior"] = self.prior.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.prior is not None and "prior" in state:
+            self.prior.load_state_dict(state["prior"])
+        if state["poses"].shape != self.poses.shape:
+            log.warning("search cache shape changed; starting with an empty cache")
+            return
+        self.poses = state["poses"].clone()
+        self.searched_at = state["searched_at"].clone()
+        self.last_h = state["last_h"].clone()
+        self.refresh_all = bool(state.get("refresh_all", False))
