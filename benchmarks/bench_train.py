@@ -35,6 +35,7 @@ from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet
 from orient3d.devices import native_bf16, tune_allocator
 from orient3d.distributed import Dist
+from orient3d.training.state import build_state
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = min(2, os.cpu_count() or 1)
@@ -82,7 +83,7 @@ def worker(res: int, precision: str, threads: int, budget: float) -> dict[str, A
         [f"data.res={res}", "train.batch_size=64", f'train.precision="{precision}"'],
     )
     data = _random_set(64, res)
-    st = train._build_state(cfg, data, torch.device("cpu"), Dist())  # one process
+    st = build_state(cfg, data, torch.device("cpu"), Dist())  # one process
     idx = torch.arange(64)
     t0 = time.perf_counter()
     with FlopCounterMode(display=False) as counter:

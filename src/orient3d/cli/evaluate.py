@@ -44,7 +44,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orient3d.training.loop import get_mode, load_data
+    from orient3d.data import load_data
+    from orient3d.training.modes import get_mode
 
     cfg0 = runs.read_run_config(args.run)
     device = resolve_device(args.device or cfg0.train.device)

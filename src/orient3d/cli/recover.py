@@ -33,6 +33,7 @@ from orient3d.data import VoxelSet
 from orient3d.data.sources import load_all
 from orient3d.devices import resolve_device
 from orient3d.errors import ConfigError
+from orient3d.evaluation import continuous as pose_eval
 from orient3d.evaluation.protocols import load_run
 from orient3d.evaluation.recovery import recover, recovery_table
 from orient3d.model import VAE
@@ -65,11 +66,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _so3(args: argparse.Namespace, model: VAE, test: VoxelSet, seed: int) -> dict[str, Any]:
-    """Continuous recovery (``pose.recover_continuous``) merged into RUN/recover.json."""
+    """Continuous recovery (``pose_eval.recover_continuous``) merged into RUN/recover.json."""
     picked = args.method or ["all"]
     methods = list(pose.METHODS) if "all" in picked else list(dict.fromkeys(picked))
     n = min(len(test), 50) if args.n is None else args.n
-    result = pose.recover_continuous(
+    result = pose_eval.recover_continuous(
         model,
         test.voxels,
         test.stabilizers,
@@ -90,7 +91,7 @@ def _so3(args: argparse.Namespace, model: VAE, test: VoxelSet, seed: int) -> dic
 
 
 def so3_table(result: dict[str, Any]) -> str:
-    """A plain-text table of ``{method: summary}`` from :func:`pose.recover_continuous`."""
+    """A plain-text table of ``{method: summary}`` from :func:`pose_eval.recover_continuous`."""
     lines = [f"{'method':<12} {'success':>8} {'median err':>11} {'fwd/obj':>8} {'seconds':>8}"]
     for m, r in result.items():
         lines.append(
@@ -101,7 +102,7 @@ def so3_table(result: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from orient3d.training.loop import load_data
+    from orient3d.data import load_data
 
     cfg0 = runs.read_run_config(args.run)
     device = resolve_device(args.device or cfg0.train.device)

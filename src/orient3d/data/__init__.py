@@ -83,6 +83,7 @@ __all__ = ["DataError", "VoxelSet"]
 
 # Imported last: these modules import VoxelSet from here.
 from orient3d.data.arrays import trivial_fraction  # noqa: E402
+from orient3d.data.load import load_data  # noqa: E402
 from orient3d.data.procedural import CLASSES, generate  # noqa: E402
 from orient3d.data.sources import load_dataset, split_validation, train_test  # noqa: E402
 from orient3d.data.views import make_view  # noqa: E402
@@ -90,6 +91,7 @@ from orient3d.data.views import make_view  # noqa: E402
 __all__ += [
     "CLASSES",
     "generate",
+    "load_data",
     "load_dataset",
     "make_view",
     "split_validation",

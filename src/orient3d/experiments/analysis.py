@@ -39,10 +39,10 @@ METHOD = "exhaustive search over the 24 rotations of O, encoder mean, hard argmi
 
 
 def _load(path: Path) -> tuple[Config, VAE, VoxelSet]:
+    from orient3d.data import load_data
     from orient3d.devices import resolve_device
     from orient3d.evaluation.protocols import load_run
     from orient3d.rundir.runs import read_run_config
-    from orient3d.training.loop import load_data
 
     device = resolve_device(read_run_config(path).train.device)
     cfg, model = load_run(path, str(device))

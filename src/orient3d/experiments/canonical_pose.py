@@ -83,10 +83,10 @@ def picture(test: Any, h: torch.Tensor, k: int, out: Path) -> None:
 
 def pose_analysis(task: AnalysisTask) -> None:
     """Write ``RUN/canonical_pose.json`` (and the first seed's picture) unless present."""
+    from orient3d.data import load_data
     from orient3d.devices import resolve_device
     from orient3d.evaluation.protocols import load_run
     from orient3d.rundir.runs import read_run_config, write_json
-    from orient3d.training.loop import load_data
 
     out = task.path / "canonical_pose.json"
     if out.is_file():

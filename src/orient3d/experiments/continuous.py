@@ -77,11 +77,11 @@ def analyze(task: AnalysisTask) -> None:
     """Write ``RUN/continuous.json`` (module docstring), unless it exists."""
     import torch
 
+    from orient3d.data import load_data
     from orient3d.devices import resolve_device
+    from orient3d.evaluation.continuous import recover_continuous
     from orient3d.evaluation.protocols import load_run, so3_eval_rotations
     from orient3d.rundir.runs import read_run_config, write_json
-    from orient3d.search import continuous as pose
-    from orient3d.training.loop import load_data
     from orient3d.training.modes.continuous import canonical_consistency, search_options
 
     out = task.path / OUTPUT
@@ -93,7 +93,7 @@ def analyze(task: AnalysisTask) -> None:
     o = task.options
     result: dict[str, Any] = {"mode": cfg.train.mode, "n_objects": len(test)}
     if cfg.train.mode == "single":
-        result["so3"] = pose.recover_continuous(
+        result["so3"] = recover_continuous(
             model,
             test.voxels,
             test.stabilizers,

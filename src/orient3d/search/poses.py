@@ -14,8 +14,8 @@ coarse-to-fine (cryoDRGN's grid → top-K → subdivide, one factor at a time):
 
 :func:`refine` is step 3 (and one shift round) once around a given pose, for
 poses carried over from a cache. Every function counts forward passes (scored
-grids) per sample. Without shifts and scales the search is
-``pose.estimate_pose(method="grid-refine")`` minus its gradient refinement.
+grids) per sample. Without shifts and scales it is the first stage of
+``continuous.estimate_pose(method="grid-refine")``, which then refines by gradient.
 """
 
 from __future__ import annotations

@@ -23,25 +23,23 @@ import math
 import time
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from orient3d import __version__
-from orient3d.config import Config, TrainConfig, to_dict
+from orient3d.config import Config
 from orient3d.data import VoxelSet, split_validation
+from orient3d.data.load import load_data  # re-exported: orient3d.train.load_data
 from orient3d.devices import autocast, check_precision, resolve_precision, set_threads
 from orient3d.errors import ConfigError, DataError, RunError
 from orient3d.evaluation.protocols import DEFAULT_PROTOCOL, evaluate, load_run
 from orient3d.geometry import groups
-from orient3d.model import VAE
 from orient3d.rundir import runs
 from orient3d.training import distributed
-from orient3d.training.distributed import Dist
 from orient3d.training.modes import MODES, AugmentedMode, Mode, Prepared, SingleMode, get_mode
+from orient3d.training.state import TrainState, build_state, save_state
 
 __all__ = [
     "MODES",
@@ -69,107 +67,10 @@ class TrainingDiverged(RunError):
 
 
 # ----------------------------------------------------------------------------
-# Training state: everything a checkpoint holds
-
-
-_SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrainConfig], Any]] = {
-    "constant": lambda opt, t: torch.optim.lr_scheduler.LambdaLR(opt, _constant),
-    "cosine": lambda opt, t: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs),
-    "step": lambda opt, t: torch.optim.lr_scheduler.StepLR(opt, t.lr_step_epochs, gamma=0.5),
-}
-
-
-def _constant(epoch: int) -> float:
-    return 1.0
-
-
-@dataclass
-class _State:
-    model: VAE
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-    mode: Mode
-    data_gen: torch.Generator  # CPU: batch order, rotations, the mode's draws
-    noise_gen: torch.Generator  # on the device: z ~ q(z|x)
-    forward: torch.nn.Module  # the step's forward (distributed.ShardForward, in DDP if several)
-    dist: Dist = field(default_factory=Dist)  # this rank's place (one process: 0 of 1)
-    mode_gen: torch.Generator | None = None  # the mode's draws when per rank (DDP)
-    epoch: int = 0  # epochs completed
-    best: float = math.inf  # best validation neg ELBO so far
-    best_epoch: int = 0
-    stale: int = 0  # epochs since the best
-    stopped: bool = False  # early stopping ended the run
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "mode": self.mode.state_dict(),
-            "data_gen": self.data_gen.get_state(),
-            "noise_gen": self.noise_gen.get_state(),
-            "epoch": self.epoch,
-            "best": self.best,
-            "best_epoch": self.best_epoch,
-            "stale": self.stale,
-            "stopped": self.stopped,
-            **self.extra,
-        }
-
-    def load_state_dict(self, s: dict[str, Any]) -> None:
-        self.model.load_state_dict(s["model"])
-        self.optimizer.load_state_dict(s["optimizer"])
-        self.scheduler.load_state_dict(s["scheduler"])
-        self.scaler.load_state_dict(s["scaler"])
-        self.mode.load_state_dict(s["mode"])
-        self.data_gen.set_state(s["data_gen"].cpu())
-        self.noise_gen.set_state(s["noise_gen"].cpu())
-        self.epoch, self.best, self.best_epoch = s["epoch"], s["best"], s["best_epoch"]
-        self.stale, self.stopped = s["stale"], s["stopped"]
-        gens = s.get("mode_gens")
-        if self.mode_gen is not None and gens is not None and len(gens) == self.dist.world:
-            self.mode_gen.set_state(gens[self.dist.rank].cpu())
-
-
-def _build_state(cfg: Config, train_set: VoxelSet, device: torch.device, dist: Dist) -> _State:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = VAE(cfg.model, cfg.data.res)
-    model.to(device)
-    if cfg.train.channels_last:
-        model.use_channels_last()
-    t = cfg.train
-    # foreach: one kernel per op over all parameters (CPU defaults to a Python loop)
-    foreach = True if device.type == "cpu" else None
-    opt = torch.optim.Adam(
-        model.parameters(), lr=t.lr, weight_decay=t.weight_decay, foreach=foreach
-    )
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    mode_gen = distributed.mode_generator(cfg.seed, dist, data_gen)
-    return _State(
-        model=model,
-        optimizer=opt,
-        scheduler=_SCHEDULES[t.lr_schedule](opt, t),
-        scaler=torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"),
-        mode=get_mode(t.mode)(cfg, train_set, mode_gen),
-        data_gen=data_gen,
-        noise_gen=noise_gen,
-        forward=distributed.wrap_model(model, dist, device),
-        dist=dist,
-        mode_gen=None if mode_gen is data_gen else mode_gen,
-        extra={"config": to_dict(cfg), "version": __version__},
-    )
-
-
-# ----------------------------------------------------------------------------
 # The loop
 
 
-def _diverged(what: str, epoch: int, step: int, out: Path, st: _State) -> TrainingDiverged:
+def _diverged(what: str, epoch: int, step: int, out: Path, st: TrainState) -> TrainingDiverged:
     kept = (
         f"the last good checkpoint (epoch {st.epoch}) is kept in {out / runs.CHECKPOINTS}"
         if st.epoch > 0
@@ -182,7 +83,7 @@ def _diverged(what: str, epoch: int, step: int, out: Path, st: _State) -> Traini
 
 
 def _step(
-    st: _State, cfg: Config, voxels: Tensor, idx: Tensor, epoch: int
+    st: TrainState, cfg: Config, voxels: Tensor, idx: Tensor, epoch: int
 ) -> tuple[Tensor, Tensor]:
     """One SGD step on the objects ``idx`` (B,) of the global batch; returns (loss, grad norm).
 
@@ -219,7 +120,7 @@ def _step(
 
 
 def _train_epoch(
-    st: _State, cfg: Config, voxels: Tensor, epoch: int, out: Path, progress: Progress | None
+    st: TrainState, cfg: Config, voxels: Tensor, epoch: int, out: Path, progress: Progress | None
 ) -> tuple[float, float, float]:
     """One pass over the training set; returns (mean loss, samples/s, mean gradient norm)."""
     st.model.train()
@@ -250,7 +151,7 @@ _EPOCH_KEYS = ("mse", "iou", "bce", "tpr", "tnr", "neg_elbo")
 
 
 def _evaluate_splits(
-    st: _State, cfg: Config, val_set: VoxelSet, test_set: VoxelSet
+    st: TrainState, cfg: Config, val_set: VoxelSet, test_set: VoxelSet
 ) -> dict[str, Any]:
     """``val_*`` and ``test_*`` metrics of the model now, under the mode's protocol."""
     protocol = DEFAULT_PROTOCOL[cfg.train.mode]
@@ -264,7 +165,7 @@ def _evaluate_splits(
 
 
 def _end_epoch(
-    st: _State,
+    st: TrainState,
     cfg: Config,
     splits: tuple[VoxelSet, VoxelSet],
     epoch: int,
@@ -295,20 +196,8 @@ def _end_epoch(
     return record
 
 
-def _save(st: _State, cfg: Config, out: Path, epoch: int) -> None:
-    """Rank 0 writes the checkpoints (with every rank's mode generator); the others wait."""
-    gens = st.dist.gather(st.mode_gen.get_state()) if st.mode_gen is not None else None
-    if st.dist.main:
-        state = st.state_dict() if gens is None else {**st.state_dict(), "mode_gens": gens}
-        if st.best_epoch == epoch:
-            runs.save_checkpoint(runs.checkpoint_path(out, "best"), state)
-        if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs or st.stopped:
-            runs.save_checkpoint(runs.checkpoint_path(out, "last"), state)
-    st.dist.barrier()
-
-
 def _open_run(
-    st: _State,
+    st: TrainState,
     cfg: Config,
     out: Path,
     device: torch.device,
@@ -404,7 +293,7 @@ def fit(
         train_set, val_set = split_validation(train_set, cfg.data.n_val, cfg.seed)
     _check_data(cfg, train_set, val_set, test_set)
     distributed.check_batches(len(train_set), cfg.train.batch_size, dist)
-    st = _build_state(cfg, train_set, device, dist)
+    st = build_state(cfg, train_set, device, dist)
     fingerprint = runs.data_fingerprint(train_set, val_set, test_set)
     _open_run(st, cfg, out, device, resume, force, command, fingerprint, allow_data_change)
     log.info("%s: %s", out, _describe(cfg, device, train_set, val_set, test_set))
@@ -421,7 +310,7 @@ def fit(
             st.extra.setdefault("metrics", []).append(record)  # (in the checkpoint)
             if dist.main:
                 runs.append_jsonl(out / runs.METRICS, record)
-            _save(st, cfg, out, epoch)
+            save_state(st, cfg, out, epoch)
             if dist.main:
                 _log_epoch(cfg, record, writer)
     finally:
@@ -441,7 +330,12 @@ def _log_epoch(cfg: Config, record: dict[str, Any], writer: runs.Scalars) -> Non
 
 
 def _finish(
-    st: _State, cfg: Config, test_set: VoxelSet, out: Path, device: torch.device, selected_on: str
+    st: TrainState,
+    cfg: Config,
+    test_set: VoxelSet,
+    out: Path,
+    device: torch.device,
+    selected_on: str,
 ) -> dict[str, Any]:
     """Evaluate the selected checkpoint on the test split and write results.json (rank 0;
     every rank returns it)."""
@@ -449,7 +343,12 @@ def _finish(
 
 
 def _results(
-    st: _State, cfg: Config, test_set: VoxelSet, out: Path, device: torch.device, selected_on: str
+    st: TrainState,
+    cfg: Config,
+    test_set: VoxelSet,
+    out: Path,
+    device: torch.device,
+    selected_on: str,
 ) -> dict[str, Any]:
     best = runs.checkpoint_path(out, "best")
     if best.exists():
@@ -482,30 +381,6 @@ def _results(
         out,
     )
     return result
-
-
-def load_data(cfg: Config) -> tuple[VoxelSet, VoxelSet]:
-    """The training and test sets of ``cfg.data`` (``orient3d.data.train_test``).
-
-    The training set still holds the validation objects; :func:`fit` carves them.
-    With ``data.random_frames`` each training object is turned once by a fixed random
-    rotation (:func:`orient3d.data.sources.randomize_frames`); the test set is not."""
-    from orient3d.data import train_test
-    from orient3d.data.sources import randomize_frames
-
-    d = cfg.data
-    train_set, test_set = train_test(
-        d.source,
-        d.res,
-        n_train=d.n_train or None,  # 0: all available
-        n_test=d.n_test or None,
-        seed=cfg.seed,
-        cache_dir=d.cache_dir or None,
-        classes=list(d.classes) or None,
-    )
-    if d.random_frames:
-        train_set = randomize_frames(train_set, cfg.seed)
-    return train_set, test_set
 
 
 def train(
