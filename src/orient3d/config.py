@@ -314,6 +314,39 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys: ``{"model": {"latent": 8}} -> {"model.latent": 8}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# Keys that change how fast or where a run goes, not its numbers: they may differ
+# between a run and its resume, or a run and the spec that reuses it (train.device: a
+# parallel sweep may resume a run on another card; data.cache_dir: where the
+# procedural data is cached).
+RUNTIME_KEYS = (
+    "train.threads",
+    "train.progress",
+    "train.eval_batch_size",
+    "train.device",
+    "data.cache_dir",
+)
+
+
+def config_differences(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs (:data:`RUNTIME_KEYS` ignored)."""
+    fa, fb = flatten(to_dict(a)), flatten(to_dict(b))
+    return sorted(
+        k for k in fa.keys() | fb.keys() if k not in RUNTIME_KEYS and fa.get(k) != fb.get(k)
+    )
+
+
 def parse_value(text: str) -> Any:
     """Parse an override's value as TOML (``3``, ``1e-3``, ``true``, ``[1, 2]``), else a string."""
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -41,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, modname in COMMANDS.items():
-        if importlib.util.find_spec(modname) is None:
-            continue
+        # Every listed subcommand must import: a missing or broken one is an error that
+        # names it, never a command quietly absent from --help.
         mod = importlib.import_module(modname)
         doc = (mod.__doc__ or "").strip()
         p = sub.add_parser(

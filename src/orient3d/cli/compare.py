@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from orient3d.report.rundata import RunData, config_diff, load_run, run_labels
+from orient3d.report.rundata import RunData, config_diff, read_run, run_labels
 from orient3d.rundir.runcheck import run_warnings
 
 __all__ = ["add_args", "compare_rows", "format_table", "main"]
@@ -81,7 +81,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    rows = compare_rows([load_run(p) for p in args.runs])
+    rows = compare_rows([read_run(p) for p in args.runs])
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     else:

@@ -56,8 +56,8 @@ from orient3d.experiments.common import (
     jsonable,
     section,
 )
-from orient3d.experiments.search_modes import random_max
 from orient3d.experiments.spec import ExperimentSpec, RunSpec
+from orient3d.metrics import random_max
 from orient3d.report.figures import plot_pose_histograms
 
 __all__ = ["KIND", "Options", "answer", "cell_answer", "pose_analysis", "pose_record", "summarize"]

@@ -21,8 +21,8 @@ import torch
 from orient3d import metrics
 from orient3d.experiments.analysis import search_choice
 from orient3d.experiments.common import AnalysisTask, jsonable
-from orient3d.experiments.search_modes import random_max
 from orient3d.geometry import groups
+from orient3d.metrics import random_max
 from orient3d.metrics.upright import upright_agreement
 
 __all__ = ["picture", "pose_analysis", "pose_record"]

@@ -33,9 +33,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from orient3d.config import Config, to_dict
+from orient3d.config import RUNTIME_KEYS, Config, config_differences
 from orient3d.errors import RunError
 
 log = logging.getLogger(__name__)
@@ -53,28 +53,8 @@ Progress = Callable[[str, int, int], None]  # (message, done, total)
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Keys that change how fast a run goes, not what it computes.
-IGNORED_KEYS = frozenset(
-    {"train.device", "train.threads", "train.progress", "train.eval_batch_size", "data.cache_dir"}
-)
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def config_differences(a: Config, b: Config) -> list[str]:
-    """Dotted keys whose values differ (speed-only keys ignored)."""
-    fa, fb = _flat(to_dict(a)), _flat(to_dict(b))
-    return sorted(
-        k for k in fa.keys() | fb.keys() if k not in IGNORED_KEYS and fa.get(k) != fb.get(k)
-    )
+# Keys that change how fast a run goes, not what it computes (one list: config.RUNTIME_KEYS).
+IGNORED_KEYS = frozenset(RUNTIME_KEYS)
 
 
 def _stored_config(path: Path) -> Config | None:

@@ -42,6 +42,7 @@ from orient3d.experiments.cells import (
 )
 from orient3d.experiments.common import Kind, RunRecord, ci_cell, fmt, jsonable, section
 from orient3d.experiments.spec import ExperimentSpec, RunSpec
+from orient3d.metrics import random_max  # also importable from here, as before
 from orient3d.metrics.stats import mean_ci
 from orient3d.report.figures import Curve, plot_curves, plot_pose_histograms
 
@@ -114,21 +115,6 @@ def _prop(runs: Sequence[RunRecord], key: str) -> dict[str, Any]:
     """A fraction of objects over the seeds: Wilson interval on the pooled objects."""
     recs = [r.extra["canonical"] for r in runs if "canonical" in r.extra]
     return prop_cell([float(x[key]) for x in recs], [x.get("n_objects") for x in recs])
-
-
-def random_max(n_objects: int, order: int = G, trials: int = 4000) -> float:
-    """Expected global consistency if each object took one uniformly random pose.
-
-    With few objects the modal pose's share lies well above ``1 / order`` by chance
-    alone (16 objects: about 0.16), so this, not ``1 / order``, is the baseline.
-    """
-    if n_objects < 1:
-        return float("nan")
-    rng = np.random.default_rng(0)
-    draws = rng.integers(order, size=(trials, n_objects))
-    counts = np.zeros((trials, order), dtype=np.int64)
-    np.add.at(counts, (np.arange(trials)[:, None], draws), 1)
-    return float(counts.max(axis=1).mean() / n_objects)
 
 
 def _answer_part(name: str, runs: Sequence[RunRecord]) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "axis_angle_matrix",
     "cube_group",
     "orbit",
+    "relative",
     "rotate",
     "same_voxels",
     "stabilizer",
@@ -314,6 +315,17 @@ def stabilizer(x: Tensor, group: CubeGroup) -> Tensor:
             "use stabilizer_mask for batches"
         )
     return stabilizer_mask(x, group).nonzero(as_tuple=True)[0]
+
+
+def relative(r: Tensor, g: Tensor, group: CubeGroup) -> Tensor:
+    """Indices of ``r⁻¹g`` (on ``r``'s device); ``r`` and ``g`` broadcast.
+
+    With ``x = g·c`` shown and ``r`` the element a model picks to turn ``x`` back, this
+    is the model's canonical frame ``h`` (``search.canonical_pose``,
+    ``metrics.canonical_pose``).
+    """
+    table, inverse = group.table.to(r.device), group.inverse.to(r.device)
+    return table[inverse[r], g.to(r.device)]
 
 
 def same_voxels(stab_mask: Tensor, group: CubeGroup, g1: Tensor | int, g2: Tensor | int) -> Tensor:

@@ -22,6 +22,7 @@ from orient3d.metrics.consistency import (
     global_consistency,
     instance_consistency,
     pose_use_counts,
+    random_max,
 )
 from orient3d.metrics.invariance import latent_invariance
 from orient3d.metrics.probe import linear_probe
@@ -47,6 +48,7 @@ __all__ = [
     "linear_probe",
     "orientation_usage",
     "pose_use_counts",
+    "random_max",
     "reconstruction_means",
     "reconstruction_metrics",
     "recovery_accuracy",

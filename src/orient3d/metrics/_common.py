@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from orient3d.geometry.groups import CubeGroup
+from orient3d.geometry.groups import CubeGroup, relative
 
 ArrayLike = Any  # numpy array, torch tensor, or nested sequence
 
@@ -75,7 +75,6 @@ def canonical_pose(pred: ArrayLike, applied: ArrayLike, group: CubeGroup) -> np.
 
     Both arrays broadcast; the result is an int64 index array.
     """
-    table, inverse = group_tables(group)
     r = check_indices("pred", to_numpy(pred), len(group))
     g = check_indices("applied", to_numpy(applied), len(group))
-    return table[inverse[r], g]
+    return relative(torch.tensor(r), torch.tensor(g), group).numpy().astype(np.int64, copy=False)

@@ -46,6 +46,7 @@ __all__ = [
     "global_consistency",
     "instance_consistency",
     "pose_use_counts",
+    "random_max",
 ]
 
 
@@ -170,3 +171,18 @@ def class_consistency(
         if per_class
         else float("nan"),
     }
+
+
+def random_max(n_objects: int, order: int = 24, trials: int = 4000) -> float:
+    """Expected global consistency if each object took one uniformly random pose.
+
+    With few objects the modal pose's share lies well above ``1 / order`` by chance
+    alone (16 objects: about 0.16), so this, not ``1 / order``, is the baseline.
+    """
+    if n_objects < 1:
+        return float("nan")
+    rng = np.random.default_rng(0)
+    draws = rng.integers(order, size=(trials, n_objects))
+    counts = np.zeros((trials, order), dtype=np.int64)
+    np.add.at(counts, (np.arange(trials)[:, None], draws), 1)
+    return float(counts.max(axis=1).mean() / n_objects)

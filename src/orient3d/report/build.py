@@ -65,7 +65,7 @@ from orient3d.report.rundata import (
     config_diff,
     is_experiment,
     load_experiment,
-    load_run,
+    read_run,
     run_labels,
     scalar_items,
 )
@@ -366,7 +366,7 @@ def build_report(paths: Sequence[Path], title: str | None = None) -> Report:
     if not paths:
         raise ValueError("build_report needs at least one run or experiment folder")
     experiments = [load_experiment(Path(p)) for p in paths if is_experiment(Path(p))]
-    runs = [load_run(Path(p)) for p in paths if not is_experiment(Path(p))]
+    runs = [read_run(Path(p)) for p in paths if not is_experiment(Path(p))]
     if title is None:
         names = [e.name for e in experiments] + ([f"{len(runs)} run(s)"] if runs else [])
         title = "orient3d report: " + ", ".join(names)

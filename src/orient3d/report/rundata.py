@@ -9,7 +9,6 @@ and/or ``results.json`` (at least one), optional ``recover.json`` and
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orient3d.config import flatten
 from orient3d.errors import RunError
+from orient3d.rundir.jsonio import read_json, read_jsonl
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,7 +36,7 @@ __all__ = [
     "flatten",
     "is_experiment",
     "load_experiment",
-    "load_run",
+    "read_run",
     "run_labels",
     "scalar_items",
 ]
@@ -53,54 +54,11 @@ PREFERRED_METRICS = (
 )
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested tables as dotted keys: ``{"model": {"latent": 8}} -> {"model.latent": 8}``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def scalar_items(d: dict[str, Any]) -> dict[str, float | int | str | bool]:
     """The entries of ``d`` that fit in a table cell (numbers, strings, bools), ordered."""
     keep = {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool))}
     first = [k for k in PREFERRED_METRICS if k in keep]
     return {k: keep[k] for k in first + sorted(k for k in keep if k not in first)}
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise RunError(f"{path}: cannot read: {err}") from err
-    except json.JSONDecodeError as err:
-        raise RunError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """One object per line; an unfinished last line (a run still writing) is skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise RunError(f"{path}: cannot read: {err}") from err
-    rows: list[dict[str, Any]] = []
-    numbered = [(i + 1, s) for i, s in enumerate(lines) if s.strip()]
-    for k, (lineno, line) in enumerate(numbered):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            if k == len(numbered) - 1:
-                log.warning("%s:%d: skipping an unfinished last line", path, lineno)
-                continue
-            raise RunError(f"{path}:{lineno}: invalid JSON: {err.msg}") from err
-        if not isinstance(row, dict):
-            raise RunError(f"{path}:{lineno}: expected a JSON object per line")
-        rows.append(row)
-    return rows
 
 
 @dataclass(frozen=True)
@@ -141,7 +99,7 @@ class RunData:
         return xs, ys
 
 
-def load_run(path: Path) -> RunData:
+def read_run(path: Path) -> RunData:
     """Read a run folder; RunError names the folder and the missing or broken file."""
     path = Path(path)
     if not path.exists():
@@ -161,9 +119,9 @@ def load_run(path: Path) -> RunData:
         raise RunError(
             f"{path}: incomplete run folder: neither results.json nor metrics.jsonl is present"
         )
-    meta = _read_json(path / "meta.json") if (path / "meta.json").is_file() else {}
-    results = _read_json(path / "results.json") if has_results else None
-    recover = _read_json(path / "recover.json") if (path / "recover.json").is_file() else None
+    meta = read_json(path / "meta.json") if (path / "meta.json").is_file() else {}
+    results = read_json(path / "results.json") if has_results else None
+    recover = read_json(path / "recover.json") if (path / "recover.json").is_file() else None
     for name, obj in (("meta.json", meta), ("results.json", results), ("recover.json", recover)):
         if obj is not None and not isinstance(obj, dict):
             raise RunError(f"{path / name}: expected a JSON object")
@@ -171,7 +129,7 @@ def load_run(path: Path) -> RunData:
         path=path,
         config=config,
         meta=meta,
-        metrics=_read_jsonl(path / "metrics.jsonl") if has_metrics else [],
+        metrics=read_jsonl(path / "metrics.jsonl") if has_metrics else [],
         results=results,
         recover=recover,
         figures=tuple(sorted((path / "figures").glob("*.png"))),
@@ -205,11 +163,11 @@ class ExperimentData:
 def load_experiment(path: Path) -> ExperimentData:
     """Read an experiment folder and every run it lists (paths relative to it)."""
     path = Path(path)
-    spec = _read_json(path / "experiment.json")
+    spec = read_json(path / "experiment.json")
     if not isinstance(spec, dict):
         raise RunError(f"{path / 'experiment.json'}: expected a JSON object")
     summary_path = path / "summary.json"
-    summary = _read_json(summary_path) if summary_path.is_file() else {}
+    summary = read_json(summary_path) if summary_path.is_file() else {}
     if not isinstance(summary, dict):
         raise RunError(f"{summary_path}: expected a JSON object")
     runs, params = [], []
@@ -218,7 +176,7 @@ def load_experiment(path: Path) -> ExperimentData:
             entry = {"run": entry}
         if not isinstance(entry, dict) or "run" not in entry:
             raise RunError(f"{path / 'experiment.json'}: runs[{i}] has no 'run' path")
-        runs.append(load_run(path / str(entry["run"])))
+        runs.append(read_run(path / str(entry["run"])))
         params.append(dict(entry.get("params", {})))
     return ExperimentData(
         path=path,

@@ -9,28 +9,33 @@ moment leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import errno
 import hashlib
 import json
 import logging
-import os
 import platform
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
 from orient3d import __version__
-from orient3d.config import Config, dumps, load_config, to_dict
+from orient3d.config import RUNTIME_KEYS, Config, config_differences, dumps, load_config
 from orient3d.errors import RunError
 from orient3d.rundir import lock
+from orient3d.rundir.jsonio import (
+    _atomic,
+    append_jsonl,
+    read_json,
+    read_jsonl,
+    truncate_jsonl,
+    write_json,
+    write_text,
+)
 from orient3d.rundir.runcheck import epoch_problems, file_sha256
 
 log = logging.getLogger(__name__)
@@ -83,79 +88,6 @@ RUN_FILES = (
 )
 
 
-@contextlib.contextmanager
-def _atomic(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temporary file next to ``path``; on success fsync and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, lock.file_mode())  # mkstemp makes 0600; a run's files follow the umask
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    with _atomic(Path(path)) as f:
-        f.write(text)
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    write_text(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
-
-
-def read_json(path: str | Path) -> Any:
-    p = Path(path)
-    try:
-        return json.loads(p.read_text())
-    except FileNotFoundError:
-        raise RunError(f"{p}: not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunError(f"{p}: not valid JSON: {err}") from None
-
-
-def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and fsync it."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file; a torn last line (a killed write) is dropped."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    lines = p.read_text().splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break
-            raise RunError(f"{p}: line {i + 1} is not valid JSON") from None
-    return out
-
-
-def truncate_jsonl(path: str | Path, epoch: int) -> list[dict[str, Any]]:
-    """Keep the records with ``record["epoch"] <= epoch`` (atomically); return them."""
-    kept = [r for r in read_jsonl(path) if int(r["epoch"]) <= epoch]
-    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-    return kept
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """``torch.save`` ``state`` to ``path`` atomically; a full disk is a RunError.
 
@@ -192,23 +124,9 @@ def checkpoint_path(run: str | Path, which: str = "last") -> Path:
     return Path(run) / CHECKPOINTS / f"{which}.pt"
 
 
-# Keys that may differ between a run's config.toml and a resume of it (they
-# change how fast a run goes, not its numbers; train.device: a parallel sweep may
-# resume a run on another card, cuda:1 instead of cuda:0).
-RUNTIME_KEYS = ("train.threads", "train.progress", "train.eval_batch_size", "train.device")
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-    return out
-
-
 def check_same_config(saved: Config, cfg: Config) -> None:
     """Refuse to resume a run with a config that changes its numbers (a RunError naming keys)."""
-    a, b = _flat(to_dict(saved)), _flat(to_dict(cfg))
-    diff = sorted(k for k in a.keys() | b.keys() if k not in RUNTIME_KEYS and a.get(k) != b.get(k))
+    diff = config_differences(saved, cfg)
     if diff:
         raise RunError(f"cannot resume with a different config; changed: {', '.join(diff)}")
 

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from orient3d.devices import resolve_precision
-from orient3d.geometry.groups import CubeGroup, cube_group, orbit, rotate
+from orient3d.geometry.groups import CubeGroup, cube_group, orbit, relative, rotate
 
 __all__ = [
     "Choice",
@@ -212,8 +212,7 @@ def canonicalize(
 
 def canonical_pose(r: Tensor, g: Tensor, group: CubeGroup) -> Tensor:
     """``h = r⁻¹g``, the canonical frame; ``r = g·h⁻¹`` recovers the choice from ``h``."""
-    table, inverse = group.table.to(r.device), group.inverse.to(r.device)
-    return table[inverse[r], g.to(r.device)]
+    return relative(r, g, group)
 
 
 def choice_from_pose(h: Tensor, g: Tensor, group: CubeGroup) -> Tensor:
