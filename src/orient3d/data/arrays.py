@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from orient3d.data import VoxelSet
+from orient3d.data.voxelset import VoxelSet
 from orient3d.errors import DataError
 from orient3d.geometry import groups
 

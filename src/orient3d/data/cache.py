@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from orient3d.data import VoxelSet
+from orient3d.data.voxelset import VoxelSet
 
 __all__ = ["FORMAT", "cache_path", "cached", "default_cache_dir", "read_entry", "write_entry"]
 

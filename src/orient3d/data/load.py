@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from orient3d.config import Config
-from orient3d.data import VoxelSet
 from orient3d.data.sources import randomize_frames, train_test
+from orient3d.data.voxelset import VoxelSet
 
 __all__ = ["load_data"]
 

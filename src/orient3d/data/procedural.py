@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from orient3d.data import VoxelSet
 from orient3d.data.arrays import make_voxelset
 from orient3d.data.shapes import BUILDERS, Prim
+from orient3d.data.voxelset import VoxelSet
 from orient3d.errors import DataError
 
 __all__ = ["CLASSES", "code_version", "generate", "rasterize"]

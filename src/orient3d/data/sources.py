@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from orient3d.data import VoxelSet
 from orient3d.data.arrays import make_voxelset
 from orient3d.data.cache import cached
 from orient3d.data.files import EXTENSIONS, Loaded, find_files, load_file, load_files
 from orient3d.data.procedural import code_version, generate
+from orient3d.data.voxelset import VoxelSet
 from orient3d.errors import DataError
 
 __all__ = [

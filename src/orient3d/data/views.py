@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from orient3d.data import VoxelSet
+from orient3d.data.voxelset import VoxelSet
 from orient3d.errors import DataError
 from orient3d.geometry import groups
 

@@ -55,9 +55,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orient3d.report.html as H
 from orient3d import __version__
 from orient3d.metrics.stats import mean_ci
-from orient3d.report import html as H
 from orient3d.report.plots import curves_png, histograms_png
 from orient3d.report.rundata import (
     ExperimentData,
