@@ -16,9 +16,9 @@ import torch
 
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet
-from orient3d.groups import cube_group, rotate
+from orient3d.geometry.groups import cube_group, rotate
 from orient3d.model import VAE
-from orient3d.train import get_mode
+from orient3d.training.modes import get_mode
 
 O = cube_group()
 

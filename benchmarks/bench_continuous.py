@@ -28,13 +28,13 @@ import torch
 
 from _sections import write_section
 from _side_by_side import Run, make_run, train_epoch
-from orient3d.continuous_mode import canonical_consistency, search_options
 from orient3d.data import VoxelSet, train_test
 from orient3d.devices import tune_allocator
-from orient3d.evaluate import evaluate, so3_eval_rotations
-from orient3d.groups import cube_group
+from orient3d.evaluation.protocols import evaluate, so3_eval_rotations
+from orient3d.geometry.groups import cube_group
 from orient3d.model import VAE
-from orient3d.pose_search import search
+from orient3d.search.poses import search
+from orient3d.training.modes.continuous import canonical_consistency, search_options
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Continuous search training"

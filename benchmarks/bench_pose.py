@@ -26,10 +26,13 @@ from typing import Any
 import torch
 
 from _sections import write_section
-from orient3d import pose, so3
 from orient3d.config import Config, apply_overrides
-from orient3d.evaluate import load_run
-from orient3d.train import load_data, train
+from orient3d.data import load_data
+from orient3d.evaluation import continuous as pose_eval
+from orient3d.evaluation.protocols import load_run
+from orient3d.geometry import so3
+from orient3d.search import continuous as pose
+from orient3d.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Continuous pose"
@@ -87,7 +90,7 @@ def _model(args: argparse.Namespace) -> tuple[Config, Any, str]:
 
 def _grid_rows(model: Any, test: Any, args: argparse.Namespace) -> list[str]:
     """For the level 0 and 1 grids: is the best-scoring grid point the one nearest the truth?"""
-    _, R_true, x = pose.rotated_test_set(
+    _, R_true, x = pose_eval.rotated_test_set(
         test.voxels, args.n, torch.Generator().manual_seed(args.seed + 1)
     )  # the same draw as recover_continuous
     idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed + 1))
@@ -97,7 +100,7 @@ def _grid_rows(model: Any, test: Any, args: argparse.Namespace) -> list[str]:
         grid = so3.so3_grid(level)  # (N, 3, 3)
         n, g = x.shape[0], grid.shape[0]
         scores = pose.pose_scores(model.eval(), x, grid.expand(n, g, 3, 3))  # (n, N)
-        err = pose.symmetric_error(
+        err = pose_eval.symmetric_error(
             grid.repeat(n, 1, 1), R_true.repeat_interleave(g, 0), stab.repeat_interleave(g, 0)
         ).reshape(n, g)  # (n, N) radians
         best = err[torch.arange(n), scores.argmin(dim=1)]
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "levels": args.levels,
         "grid_level": args.grid_level,
     }
-    result = pose.recover_continuous(
+    result = pose_eval.recover_continuous(
         model,
         test.voxels,
         test.stabilizers,
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         top_k=args.top_k,
         **options,
     )
-    cheap = pose.recover_continuous(  # the same objects and rotations (same seed)
+    cheap = pose_eval.recover_continuous(  # the same objects and rotations (same seed)
         model,
         test.voxels,
         test.stabilizers,

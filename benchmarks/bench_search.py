@@ -42,11 +42,11 @@ from _side_by_side import Run, make_run, train_epoch
 from orient3d.config import Config
 from orient3d.data import VoxelSet, train_test
 from orient3d.devices import native_bf16, tune_allocator
-from orient3d.evaluate import eval_rotations, evaluate
-from orient3d.groups import cube_group, rotate, same_voxels
+from orient3d.evaluation.protocols import eval_rotations, evaluate
+from orient3d.evaluation.recovery import recover
+from orient3d.geometry.groups import cube_group, rotate, same_voxels
 from orient3d.metrics.consistency import global_consistency
 from orient3d.model import VAE
-from orient3d.recover import recover
 from orient3d.search import canonical_pose, canonicalize, score_orientations
 
 ROOT = Path(__file__).resolve().parents[1]

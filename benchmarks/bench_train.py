@@ -30,11 +30,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from _sections import write_section
-from orient3d import train
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet
 from orient3d.devices import native_bf16, tune_allocator
-from orient3d.distributed import Dist
+from orient3d.training import loop as train
+from orient3d.training.distributed import Dist
 from orient3d.training.state import build_state
 
 ROOT = Path(__file__).resolve().parents[1]

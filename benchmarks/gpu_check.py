@@ -29,13 +29,14 @@ from typing import Any
 import torch
 
 from _sections import write_section
-from orient3d import groups, runs
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet, train_test
 from orient3d.devices import tune_allocator
-from orient3d.evaluate import load_run
+from orient3d.evaluation.protocols import load_run
+from orient3d.geometry import groups
+from orient3d.rundir import runs
 from orient3d.search import canonical_pose, score_orientations
-from orient3d.train import fit
+from orient3d.training.loop import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## GPU check"
