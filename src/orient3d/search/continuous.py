@@ -33,8 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from orient3d.geometry import groups, so3
+from orient3d.geometry.transforms import Pose
 from orient3d.model import VAE
-from orient3d.search.poses import PoseSearch, search
+from orient3d.search.poses import PoseSearch, score_poses, search
 
 __all__ = ["METHODS", "PoseOptions", "PoseResult", "estimate_pose", "frozen_eval", "pose_scores"]
 
@@ -81,17 +82,13 @@ def _score(model: VAE, x: Tensor, R: Tensor) -> Tensor:
     return model(back, sample=False).neg_elbo
 
 
-@torch.no_grad()
 def pose_scores(model: VAE, x: Tensor, R: Tensor, chunk: int = 256) -> Tensor:
     """Scores of ``K`` candidate rotations per object: ``x (B, D, D, D)``, ``R (B, K, 3, 3)``
-    -> ``(B, K)``. Each candidate is one forward pass; no gradients."""
+    -> ``(B, K)``. Each candidate is one forward pass; no gradients
+    (:func:`orient3d.search.poses.score_poses` with shift 0 and scale 1)."""
     b, k = R.shape[:2]
-    flat_R = R.reshape(b * k, 3, 3)
-    owner = torch.arange(b, device=x.device).repeat_interleave(k)  # (B*K,)
-    out = torch.empty(b * k, device=x.device)  # (B*K,)
-    for s in range(0, b * k, chunk):
-        out[s : s + chunk] = _score(model, x[owner[s : s + chunk]], flat_R[s : s + chunk])
-    return out.reshape(b, k)
+    cand = Pose(R, R.new_zeros(b, k, 3), R.new_ones(b, k))
+    return score_poses(model, x, cand, PoseSearch(chunk=chunk))
 
 
 def _refine(model: VAE, x: Tensor, R0: Tensor, opt: PoseOptions) -> PoseResult:
