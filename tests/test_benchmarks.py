@@ -76,3 +76,21 @@ def test_benchmark_scripts_run(script: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip()
+
+
+@pytest.mark.slow
+def test_bench_reliability_runs_one_cell(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_reliability.py"),
+            *("--modes", "single", "--kill-points", "1", "--epochs", "2", "--no-write"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "## Reliability" in proc.stdout
+    assert "| epoch 1 line | identical |" in proc.stdout
