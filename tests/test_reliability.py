@@ -243,3 +243,19 @@ def test_recovery_accuracy_has_a_wilson_interval() -> None:
     assert (lo, hi) == pytest.approx(wilson_ci(k, 8)[1:])
     assert hi - lo > 0.2  # 8 objects can never give a zero-width 95% interval
     assert wilson_ci(8, 8)[1] < 0.7  # "1.000 [1.000, 1.000]" was the Student t answer
+
+
+def test_fit_lets_the_folder_go_when_it_returns(tmp_path: Path) -> None:
+    """A notebook or test that trains in-process must not keep the run locked: a
+    resume by another process (torchrun, the CLI) would be refused."""
+    cfg = tiny_config("train.epochs=1")
+    fit(cfg, *tiny_data(cfg), tmp_path / "run")
+    assert not lock.held(tmp_path / "run")
+    assert not (tmp_path / "run" / lock.LOCK_NAME).exists()
+    # a lock the caller took before stays with the caller
+    lock.hold(tmp_path / "mine")
+    try:
+        fit(cfg, *tiny_data(cfg), tmp_path / "mine", force=True)
+        assert lock.held(tmp_path / "mine")
+    finally:
+        lock.release(tmp_path / "mine")

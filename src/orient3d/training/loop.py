@@ -36,7 +36,7 @@ from orient3d.devices import autocast, check_precision, resolve_precision, set_t
 from orient3d.errors import ConfigError, DataError, RunError
 from orient3d.evaluation.protocols import DEFAULT_PROTOCOL, evaluate, load_run
 from orient3d.geometry import groups
-from orient3d.rundir import runs
+from orient3d.rundir import lock, runs
 from orient3d.training import distributed
 from orient3d.training.modes import MODES, AugmentedMode, Mode, Prepared, SingleMode, get_mode
 from orient3d.training.state import TrainState, build_state, save_state
@@ -283,9 +283,37 @@ def fit(
     ``runs.RUNTIME_KEYS``); ``force`` overwrites a non-empty ``out``.
     ``progress(epoch, step, steps, loss, samples_per_s)`` is called after every
     step. Returns results.json's dict. Raises
-    :class:`TrainingDiverged` on a NaN/inf loss or gradient.
+    :class:`TrainingDiverged` on a NaN/inf loss or gradient. The run folder's lock
+    (:mod:`orient3d.rundir.lock`) is held for the call and released when it ends,
+    unless the caller took it before.
     """
-    out = Path(out)
+    with lock.scope():
+        return _fit(
+            cfg,
+            train_set,
+            test_set,
+            Path(out),
+            val_set,
+            resume,
+            force,
+            command,
+            progress,
+            allow_data_change,
+        )
+
+
+def _fit(
+    cfg: Config,
+    train_set: VoxelSet,
+    test_set: VoxelSet,
+    out: Path,
+    val_set: VoxelSet | None,
+    resume: bool,
+    force: bool,
+    command: str | None,
+    progress: Progress | None,
+    allow_data_change: bool,
+) -> dict[str, Any]:
     dist, device = distributed.setup(cfg.train.device)  # under torchrun: joins the group
     check_precision(device, cfg.train.precision)
     set_threads(cfg.train.threads)
