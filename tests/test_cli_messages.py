@@ -59,7 +59,10 @@ def test_preview_refuses_bad_sizes_before_loading(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     png = str(tmp_path / "s.png")
-    assert "needs 450.0 GiB" in _error(capsys, ["data", "preview", "--res", "1024", "--out", png])
+    err = _error(capsys, ["data", "preview", "--res", "1024", "--out", png])
+    assert "must be <= data.max_res = 256" in err  # the config's limit comes first
+    err = _error(capsys, ["data", "preview", "--res", "256", "--max-gib", "0.01", "--out", png])
+    assert "GiB" in err and "--max-gib 0.01" in err
     assert "a power of 2" in _error(capsys, ["data", "preview", "--res", "15", "--out", png])
     assert "--size: must be >= 1" in _error(
         capsys, ["data", "preview", "--size", "0", "--out", png]
@@ -105,3 +108,36 @@ def test_divergence_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path: 
     cfg = tiny_config("train.lr=1e30", "train.grad_clip=0")
     with pytest.raises(TrainingDiverged, match="no checkpoint was written"):
         fit(cfg, *tiny_data(cfg), tmp_path / "run")
+
+
+def test_grids_above_data_max_res_are_refused_before_they_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orient3d.config import Config, apply_overrides
+    from orient3d.data.binvox import write_binvox
+    from orient3d.data.files import load_file
+    from orient3d.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.res: 512 is invalid, must be <= data.max_res"):
+        apply_overrides(Config(), ["data.res=512"])
+    assert apply_overrides(Config(), ["data.res=512", "data.max_res=512"]).data.res == 512
+    big = np.zeros((1, 40, 40, 40), np.uint8)
+    big[0, 10:30, 10:30, 10:30] = 1
+    np.save(tmp_path / "big.npy", big)
+    np.savez(tmp_path / "big.npz", voxels=big)
+    write_binvox(big[0], tmp_path / "big.binvox")
+    for name in ("big.npy", "big.npz", "big.binvox"):
+        with pytest.raises(DataError, match="larger than data.max_res=32"):
+            load_file(tmp_path / name, 16, max_side=32)
+        assert load_file(tmp_path / name, 16, max_side=64).voxels.shape == (1, 16, 16, 16)
+    err = _error(
+        capsys,
+        [
+            "train",
+            "--out",
+            str(tmp_path / "r"),
+            f"--data.source={str(tmp_path / 'big.npz')!r}",
+            "--data.max_res=32",
+        ],
+    )
+    assert "larger than data.max_res=32" in err

@@ -41,6 +41,9 @@ def _check(ok: bool, key: str, value: object, want: str) -> None:
 class DataConfig:
     source: str = "procedural"  # "procedural" (built in) or a path to voxel/mesh files
     res: int = 16  # voxel grid side D (16, 32 or 64)
+    # the largest grid side a run may use or a data file may hold (a guard against a
+    # typo that would allocate hundreds of GiB: a 1024³ float grid is 4 GiB)
+    max_res: int = 256
     n_train: int = 2048  # training objects, validation included (0: all available)
     # validation objects carved from the training objects, seeded and stratified by class;
     # model selection and early stopping read them (-1: 10%, at least 1; 0: none, the last
@@ -60,6 +63,13 @@ class DataConfig:
             "data.res",
             self.res,
             "a power of 2 >= 8",
+        )
+        _check(self.max_res >= 8, "data.max_res", self.max_res, ">= 8")
+        _check(
+            self.res <= self.max_res,
+            "data.res",
+            self.res,
+            f"<= data.max_res = {self.max_res} (raise data.max_res to go higher)",
         )
         _check(self.n_train >= 0, "data.n_train", self.n_train, ">= 0")
         _check(self.n_test >= 0, "data.n_test", self.n_test, ">= 0")

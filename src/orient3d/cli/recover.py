@@ -109,7 +109,8 @@ def main(args: argparse.Namespace) -> int:
     cfg, model = load_run(args.run, str(device))
     if args.data:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=args.data))
-        test_set = load_all(args.data, cfg.data.res, classes=list(cfg.data.classes) or None)
+        classes = list(cfg.data.classes) or None
+        test_set = load_all(args.data, cfg.data.res, classes=classes, max_side=cfg.data.max_res)
         where = f"every object of {args.data}"
     else:
         test_set = load_data(cfg)[1]

@@ -47,14 +47,22 @@ def _header(buf: bytes, name: str) -> tuple[tuple[int, int, int], int]:
     return dims, pos
 
 
-def read_binvox(path: str | Path) -> np.ndarray:
-    """One grid ``(X, Y, Z)`` uint8 in {0, 1}, axes x, y, z; DataError if malformed."""
+def read_binvox(path: str | Path, max_side: int | None = None) -> np.ndarray:
+    """One grid ``(X, Y, Z)`` uint8 in {0, 1}, axes x, y, z; DataError if malformed.
+
+    ``max_side``: refuse, from the header and before allocating, a grid with a
+    larger side (``data.max_res``)."""
     name = str(path)
     try:
         buf = Path(path).read_bytes()
     except OSError as err:
         raise DataError(f"{name}: cannot read ({err.strerror})") from err
     dims, pos = _header(buf, name)
+    if max_side is not None and max(dims) > max_side:
+        raise DataError(
+            f"{name}: a {'x'.join(map(str, dims))} grid is larger than data.max_res="
+            f"{max_side}; raise data.max_res to read it (it needs {_gib(dims):.1f} GiB)"
+        )
     raw = np.frombuffer(buf, dtype=np.uint8, offset=pos)
     if raw.size % 2:
         raise DataError(f"{name}: binvox data has an odd number of bytes (truncated?)")
@@ -69,6 +77,11 @@ def read_binvox(path: str | Path) -> np.ndarray:
         raise DataError(f"{name}: binvox values must be 0 or 1, found {int(values.max())}")
     flat = np.repeat(values, counts)
     return np.ascontiguousarray(flat.reshape(dims[0], dims[2], dims[1]).transpose(0, 2, 1))
+
+
+def _gib(dims: tuple[int, ...]) -> float:
+    """Memory of a uint8 grid of ``dims`` and its float32 copy, in GiB."""
+    return 5 * float(np.prod(dims)) / 2**30
 
 
 def write_binvox(grid: np.ndarray, path: str | Path) -> Path:

@@ -34,6 +34,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,14 +72,43 @@ class Loaded:
     ids: tuple[str, ...]
 
 
-def _load_npy(path: Path) -> np.ndarray:
+DEFAULT_MAX_SIDE = 256  # data.max_res: the largest grid side a file may hold
+
+
+def _check_side(path: Path, shape: tuple[int, ...], max_side: int) -> None:
+    if shape and max(shape[-3:]) > max_side:
+        raise DataError(
+            f"{path}: grids of shape {shape} are larger than data.max_res={max_side}; "
+            "raise data.max_res to read them"
+        )
+
+
+def _load_npy(path: Path, max_side: int) -> np.ndarray:
+    header = np.load(path, allow_pickle=False, mmap_mode="r")  # reads the header only
+    _check_side(path, header.shape, max_side)
     return np.load(path, allow_pickle=False)
 
 
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
+def _npz_shape(z: Any, key: str) -> tuple[int, ...]:
+    """The shape of ``key`` in an open ``.npz`` from its header, without loading it."""
+    with z.zip.open(f"{key}.npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, _ = read(f)
+    return tuple(shape)
+
+
+def _load_npz(
+    path: Path, max_side: int
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
     with np.load(path, allow_pickle=False) as z:
         if "voxels" not in z.files:
             raise DataError(f"{path}: .npz has no 'voxels' array (keys: {sorted(z.files)})")
+        _check_side(path, _npz_shape(z, "voxels"), max_side)
         vox = z["voxels"]
         labels = z["labels"] if "labels" in z.files else None
         names = tuple(str(c) for c in z["class_names"]) if "class_names" in z.files else None
@@ -160,26 +190,36 @@ def voxelize_mesh(path: str | Path, res: int, margin: int = 1) -> np.ndarray:
     return _place_centred(np.asarray(grid, dtype=np.uint8), res)
 
 
-def _raw(path: Path, res: int) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
+def _raw(
+    path: Path, res: int, max_side: int
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
     ext = path.suffix.lower()
     if ext == ".npy":
-        return _load_npy(path), None, None
+        return _load_npy(path, max_side), None, None
     if ext == ".npz":
-        return _load_npz(path)
+        return _load_npz(path, max_side)
     if ext == ".binvox":
-        return read_binvox(path), None, None
+        return read_binvox(path, max_side), None, None
     if ext in MESH_EXTENSIONS:
         return voxelize_mesh(path, res), None, None
     raise DataError(f"{path}: unknown extension {ext!r}; known: {', '.join(EXTENSIONS)}")
 
 
-def load_file(path: str | Path, res: int, swap_xy: bool | None = None) -> Loaded:
-    """Load every grid of one file at ``res³`` (see the module docstring)."""
+def load_file(
+    path: str | Path,
+    res: int,
+    swap_xy: bool | None = None,
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> Loaded:
+    """Load every grid of one file at ``res³`` (see the module docstring).
+
+    A file whose grids are larger than ``max_side`` (``data.max_res``) is refused
+    before its grids are read."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     try:
-        raw, labels, names = _raw(p, res)
+        raw, labels, names = _raw(p, res, max_side)
     except DataError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as err:
@@ -216,7 +256,12 @@ def find_files(root: Path, split: str | None) -> list[tuple[str, Path]]:
     return out
 
 
-def load_files(items: list[tuple[str, Path]], res: int, swap_xy: bool | None = None) -> Loaded:
+def load_files(
+    items: list[tuple[str, Path]],
+    res: int,
+    swap_xy: bool | None = None,
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> Loaded:
     """Load ``(class, file)`` pairs; labels follow the sorted class names.
 
     Every failing file is collected; one DataError lists them all.
@@ -231,7 +276,7 @@ def load_files(items: list[tuple[str, Path]], res: int, swap_xy: bool | None = N
         if k and k % 200 == 0:
             log.info("loaded %d of %d files", k, len(items))
         try:
-            part = load_file(f, res, swap_xy)
+            part = load_file(f, res, swap_xy, max_side)
         except DataError as err:
             errors.append(str(err))
             continue

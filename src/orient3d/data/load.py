@@ -24,6 +24,7 @@ def load_data(cfg: Config) -> tuple[VoxelSet, VoxelSet]:
         seed=cfg.seed,
         cache_dir=d.cache_dir or None,
         classes=list(d.classes) or None,
+        max_side=d.max_res,
     )
     if d.random_frames:
         train_set = randomize_frames(train_set, cfg.seed)

@@ -31,7 +31,14 @@ import torch
 
 from orient3d.data.arrays import make_voxelset
 from orient3d.data.cache import cached
-from orient3d.data.files import EXTENSIONS, Loaded, find_files, load_file, load_files
+from orient3d.data.files import (
+    DEFAULT_MAX_SIDE,
+    EXTENSIONS,
+    Loaded,
+    find_files,
+    load_file,
+    load_files,
+)
 from orient3d.data.procedural import code_version, generate
 from orient3d.data.voxelset import VoxelSet
 from orient3d.errors import DataError
@@ -91,7 +98,13 @@ def _to_voxelset(loaded: Loaded, source: str) -> VoxelSet:
 
 
 def _load_path(
-    path: Path, res: int, split: str, seed: int, swap_xy: bool | None, test_fraction: float
+    path: Path,
+    res: int,
+    split: str,
+    seed: int,
+    swap_xy: bool | None,
+    test_fraction: float,
+    max_side: int,
 ) -> tuple[dict[str, Any], Any]:
     """Cache parameters and a builder for a path source."""
     if path.is_dir():
@@ -105,13 +118,13 @@ def _load_path(
         files = [f for _, f in items]
 
         def load() -> Loaded:
-            return load_files(items, res, swap_xy)
+            return load_files(items, res, swap_xy, max_side)
 
     elif path.is_file():
         given, files = False, [path]
 
         def load() -> Loaded:
-            return load_file(path, res, swap_xy)
+            return load_file(path, res, swap_xy, max_side)
 
     else:
         raise DataError(f"{path}: no such file or folder")
@@ -175,6 +188,7 @@ def load_dataset(
     swap_xy: bool | None = None,
     test_fraction: float = 0.2,
     classes: list[str] | None = None,
+    max_side: int = DEFAULT_MAX_SIDE,
 ) -> VoxelSet:
     """One split of a data source at ``res³`` (see the module docstring).
 
@@ -192,6 +206,7 @@ def load_dataset(
         classes: class names to keep (default all); for procedural data, the
             classes generated, in label order; for files, a filter (labels keep
             indexing the source's ``class_names``).
+        max_side: refuse files whose grids are larger (``data.max_res``).
     """
     code = _check_split(split)
     if str(source) == "procedural":
@@ -212,7 +227,9 @@ def load_dataset(
         if not use_cache:
             return build()
         return cached(params, build, cache_dir)
-    params, build_path = _load_path(Path(source), res, split, seed, swap_xy, test_fraction)
+    params, build_path = _load_path(
+        Path(source), res, split, seed, swap_xy, test_fraction, max_side
+    )
     vs = cached(params, build_path, cache_dir) if use_cache else build_path()
     return _take(_only_classes(vs, classes), n, seed)
 
@@ -291,7 +308,11 @@ def randomize_frames(vs: VoxelSet, seed: int = 0) -> VoxelSet:
 
 
 def load_all(
-    source: str | Path, res: int, swap_xy: bool | None = None, classes: list[str] | None = None
+    source: str | Path,
+    res: int,
+    swap_xy: bool | None = None,
+    classes: list[str] | None = None,
+    max_side: int = DEFAULT_MAX_SIDE,
 ) -> VoxelSet:
     """Every object of a file or folder at ``res³``, whatever its splits (no cache).
 
@@ -300,12 +321,12 @@ def load_all(
     """
     path = Path(source)
     if path.is_file():
-        vs = _to_voxelset(load_file(path, res, swap_xy), str(path))
+        vs = _to_voxelset(load_file(path, res, swap_xy, max_side), str(path))
     elif path.is_dir():
         items = find_files(path, None)
         if not items:
             raise DataError(f"{path}: no data files ({', '.join(EXTENSIONS)}) found")
-        vs = _to_voxelset(load_files(items, res, swap_xy), str(path))
+        vs = _to_voxelset(load_files(items, res, swap_xy, max_side), str(path))
     else:
         raise DataError(f"{path}: no such file or folder")
     return _only_classes(vs, classes)
