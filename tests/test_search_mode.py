@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from orient3d.config import Config, apply_overrides
 from orient3d.groups import cube_group, rotate, same_voxels
+from orient3d.model import VAE
 from orient3d.search import SearchMode, canonical_pose, score_orientations
 from orient3d.search_mode import temperature_at
 from test_search import make_objects, tiny_model
@@ -216,40 +218,71 @@ def test_oh_search_prepares_in_oh_and_canonicalizes_in_o() -> None:
     assert torch.equal(r, s.argmin(dim=1))
 
 
-def test_cache_staleness_is_measured_and_triggers_a_full_refresh() -> None:
-    """Samples drawn for a fresh search while their entry is current measure staleness.
-
-    With the model unchanged a fresh search agrees with the cache (stale 0); after
-    the model changes every disagreement is counted, and above ``max_stale`` the
-    next epoch re-searches every object."""
+def _stale_mode(n: int) -> tuple[SearchMode, torch.Tensor, torch.Tensor, torch.Tensor]:
     cfg = _cfg(
         "search.cache=true",
         "search.refresh_every=100",
-        "search.refresh_frac=1.0",
+        "search.refresh_frac=1.0",  # every presented sample is searched: all are checked
         "search.max_stale=0.05",
         "train.epochs=4",
     )
-    n = 6
     mode = SearchMode(cfg, make_objects(n), torch.Generator().manual_seed(0))
-    model = tiny_model()
     x, g, idx = _batch(n)
-    mode.start_epoch(model, 1)
-    mode.prepare(model, x, g, idx, 1)  # fills the cache (nothing current yet)
-    mode.prepare(model, x, g, idx, 1)  # the same model: every fresh choice agrees
-    stats = mode.end_epoch(1)
-    assert stats["cache_stale_checked"] == n and stats["cache_stale_frac"] == 0.0
-    assert stats["cache_refreshed"] is True and mode.refresh_all is False
+    return mode, x, g, idx
 
-    cached = mode.poses[:, 0].clone()
+
+def _stale_share(mode: SearchMode, model: VAE, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Which objects' cached choice a fresh search with ``model`` would change."""
+    o = cube_group()
+    fresh = canonical_pose(score_orientations(model, x, o).argmin(1), g, o)
+    return ~same_voxels(mode.stab, o, fresh, mode.poses[:, 0])
+
+
+def test_cache_staleness_is_measured_and_refreshes_the_rest_of_the_epoch() -> None:
+    """The samples searched while their cache entry is current measure staleness; from
+    20 checks on, a share above max_stale re-searches the rest of the epoch, and the
+    next epoch re-searches the objects presented before the trigger."""
+    n = 30
+    mode, x, g, idx = _stale_mode(n)
+    model = tiny_model()
+    mode.start_epoch(model, 1)
+    mode.prepare(model, x[:24], g[:24], idx[:24], 1)  # fills the cache of 0..23
+    mode.prepare(model, x[:24], g[:24], idx[:24], 1)  # same model: every check agrees
+    stats = mode.end_epoch(1)
+    assert stats["cache_stale_checked"] == 24 and stats["cache_stale_frac"] == 0.0
+    assert not stats["cache_refresh_triggered"] and mode.due_before is None
+
     other = tiny_model(seed=7)
+    differ = _stale_share(mode, other, x, g)[:24]
+    assert differ.float().mean() > 0.05, "the two models should disagree on some poses"
+    mode.start_epoch(other, 2)
+    mode.prepare(other, x[:12], g[:12], idx[:12], 2)  # 12 checks: too few to trigger
+    assert not mode.triggered
+    mode.prepare(other, x[12:24], g[12:24], idx[12:24], 2)  # 24 checks
+    assert mode.triggered and mode.refresh_from == mode.k
+    mode.cfg = dataclasses.replace(mode.cfg, refresh_frac=0.0)  # look at what is due
+    due = mode._need_search(idx)
+    assert due[24:].all() and not due[:24].any()  # not presented yet: re-searched
+    stats = mode.end_epoch(2)
+    assert stats["cache_stale_frac"] == pytest.approx(float(differ.float().mean()))
+    assert stats["cache_refreshed"] and stats["cache_refresh_triggered"]
+    mode.start_epoch(other, 3)  # the objects not re-searched after the trigger are due
+    assert mode.refreshed and torch.equal(mode._need_search(idx), idx >= 24)
+
+
+def test_a_stale_epoch_with_few_checks_refreshes_every_object_next() -> None:
+    n = 6
+    mode, x, g, idx = _stale_mode(n)
+    model, other = tiny_model(), tiny_model(seed=7)
+    mode.start_epoch(model, 1)
+    mode.prepare(model, x, g, idx, 1)
+    mode.end_epoch(1)
+    differ = _stale_share(mode, other, x, g)
+    assert differ.any(), "the two models should disagree on some pose"
     mode.start_epoch(other, 2)
     mode.prepare(other, x, g, idx, 2)
-    fresh = canonical_pose(score_orientations(other, x, cube_group()).argmin(1), g, cube_group())
-    differ = ~same_voxels(mode.stab, cube_group(), fresh, cached)
     stats = mode.end_epoch(2)
-    assert stats["cache_refreshed"] is False
-    assert stats["cache_stale_frac"] == pytest.approx(float(differ.float().mean()))
-    assert differ.any(), "the two models should disagree on some pose"
-    assert mode.refresh_all is True  # above max_stale: the next epoch searches everything
+    assert stats["cache_stale_checked"] == n and not stats["cache_refresh_triggered"]
     mode.start_epoch(other, 3)
+    mode.cfg = dataclasses.replace(mode.cfg, refresh_frac=0.0)
     assert mode.refreshed and bool(mode._need_search(idx).all())

@@ -49,8 +49,11 @@ objects not searched yet are trained as shown, as in the warm-up, until drawn.
 Staleness. The ``refresh_frac`` samples searched in full although their cache entry
 was current show how often a fresh search would change a cached choice (modulo the
 object's symmetry): logged per epoch as ``cache_stale_frac`` (over
-``cache_stale_checked`` samples). Above ``search.max_stale`` the next epoch
-re-searches every object (``cache_refreshed``), so answers rest on fresh choices.
+``cache_stale_checked`` samples). Once at least 20 are checked and the share is above
+``search.max_stale``, the rest of the epoch re-searches every object it presents
+(``cache_refresh_triggered``) and the next epoch re-searches those presented before
+the trigger; an epoch that ends above it with fewer checks makes the next epoch
+re-search every object. ``cache_refreshed``: the epoch re-searched objects so.
 
 Logged per epoch (:meth:`SearchMode.end_epoch`): ``pose_hist`` (counts of ``h``
 over the samples of the epoch, relative to the known ground-truth pose),
@@ -70,6 +73,7 @@ scales the prior in the score, ``L - λ log p(h)`` (1: the ELBO).
 from __future__ import annotations
 
 import logging
+import typing
 from typing import Any
 
 import torch
@@ -89,6 +93,8 @@ from orient3d.search.discrete import (
 )
 from orient3d.training.modes.base import ModeSync, Prepared
 from orient3d.training.prior import OrientationPrior
+
+MIN_STALE_CHECKS = 20  # staleness checks before a share above max_stale triggers a refresh
 
 __all__ = ["SearchMode", "make_prior", "temperature_at"]
 
@@ -152,8 +158,9 @@ class SearchMode:
         self.gaps: list[Tensor] = []  # per full search: second-best minus best score
         self.prior_changed = 0
         self.stale_checked = self.stale_found = 0
-        self.refresh_all = False  # the last epoch's cache was too stale: re-search all
-        self.refreshed = False
+        # next search epoch: re-search the objects last searched before this search epoch
+        self.due_before: int | None = None
+        self.refreshed = self.triggered = False
         self.labels = train.labels.long()
         n_classes = max(len(train.class_names), int(self.labels.max()) + 1 if n else 1)
         self.prior = make_prior(cfg.search, g, n_classes)
@@ -171,12 +178,12 @@ class SearchMode:
             max(self.k, 0), n_search, c.temperature_start, c.temperature
         )
         self.refresh_from = self.k - self.k % c.refresh_every if c.refresh_every else 0
-        self.refreshed = self.active and (
-            self.refresh_all or (c.refresh_every > 0 and self.refresh_from == self.k)
-        )
-        if self.refresh_all and self.active:
-            self.refresh_from = self.k
-        self.refresh_all = False
+        scheduled = c.refresh_every > 0 and self.refresh_from == self.k
+        carried = self.due_before is not None
+        if carried and self.active:
+            self.refresh_from = max(self.refresh_from, typing.cast(int, self.due_before))
+        self.refreshed = self.active and (scheduled or carried)
+        self.due_before, self.triggered = None, False
         self.rows = self.samples = self.hits = 0
         self.gaps, self.prior_changed = [], 0
         self.stale_checked = self.stale_found = 0
@@ -218,6 +225,10 @@ class SearchMode:
         same = same_voxels(self.stab[o], self.group, fresh_h[current], self.poses[o, 0])
         self.stale_checked += int(o.numel())
         self.stale_found += int((~same).sum())
+        too_stale = self.stale_found > self.cfg.max_stale * self.stale_checked
+        if not self.triggered and self.stale_checked >= MIN_STALE_CHECKS and too_stale:
+            # the rest of this epoch re-searches every object it presents
+            self.refresh_from, self.refreshed, self.triggered = self.k, True, True
 
     def _need_search(self, idx: Tensor) -> Tensor:
         """``(B,)`` bool: the samples whose cached pose is missing or stale."""
@@ -333,10 +344,13 @@ class SearchMode:
             else None,
             "cache_stale_checked": self.stale_checked,
             "cache_refreshed": self.refreshed,
+            "cache_refresh_triggered": self.triggered,
             "score_gap_median": None,
         }
-        checked = self.stale_checked
-        self.refresh_all = checked > 0 and self.stale_found / checked > self.cfg.max_stale
+        if self.triggered:  # those presented before the trigger are due next epoch
+            self.due_before = self.k
+        elif self.stale_found > self.cfg.max_stale * self.stale_checked:  # (few checks)
+            self.due_before = self.k + 1  # every object
         if self.gaps:
             gaps = torch.cat(self.gaps)
             out["score_gap_median"] = float(gaps.median())
@@ -366,7 +380,7 @@ class SearchMode:
             "poses": self.poses.clone(),
             "searched_at": self.searched_at.clone(),
             "last_h": self.last_h.clone(),
-            "refresh_all": self.refresh_all,
+            "due_before": self.due_before,
         }
         if self.prior is not None:
             state["prior"] = self.prior.state_dict()
@@ -381,4 +395,4 @@ class SearchMode:
         self.poses = state["poses"].clone()
         self.searched_at = state["searched_at"].clone()
         self.last_h = state["last_h"].clone()
-        self.refresh_all = bool(state.get("refresh_all", False))
+        self.due_before = state.get("due_before")
