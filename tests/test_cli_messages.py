@@ -141,3 +141,26 @@ def test_grids_above_data_max_res_are_refused_before_they_are_read(
         ],
     )
     assert "larger than data.max_res=32" in err
+
+
+def test_a_renamed_file_and_bad_files_in_both_splits_are_named(tmp_path: Path) -> None:
+    from orient3d.data import train_test
+
+    png = b"\x89PNG\r\n\x1a\n" + bytes(64)
+    for ext, kind in ((".npz", "not a NumPy zip archive"), (".npy", "not a NumPy array")):
+        fake = tmp_path / f"picture{ext}"
+        fake.write_bytes(png)
+        with pytest.raises(DataError, match=kind) as info:
+            load_file(fake, 16)
+        assert "allow_pickle" not in str(info.value)
+    grid = np.zeros((16, 16, 16), np.uint8)
+    grid[4:10, 4:10, 4:10] = 1
+    for split in ("train", "test"):
+        folder = tmp_path / "mix" / "a" / split
+        folder.mkdir(parents=True)
+        for i in range(2):
+            np.save(folder / f"ok{i}.npy", grid)
+        (folder / f"bad_{split}.npy").write_bytes(b"garbage")
+    with pytest.raises(DataError) as info:
+        train_test(tmp_path / "mix", 16, cache_dir=tmp_path / "cache")
+    assert "bad_train.npy" in str(info.value) and "bad_test.npy" in str(info.value)

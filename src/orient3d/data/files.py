@@ -83,7 +83,22 @@ def _check_side(path: Path, shape: tuple[int, ...], max_side: int) -> None:
         )
 
 
+_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK"}  # a NumPy array; a zip archive
+
+
+def _check_magic(path: Path) -> None:
+    """A clear error for a file that is not what its extension says (e.g. a renamed PNG),
+    before NumPy reads it (and suggests unpickling it)."""
+    want = _MAGIC[path.suffix.lower()]
+    with path.open("rb") as f:
+        head = f.read(len(want))
+    if head != want:
+        kind = "NumPy array" if path.suffix.lower() == ".npy" else "NumPy zip archive"
+        raise DataError(f"{path}: not a {kind} ({path.suffix} files start with {want!r})")
+
+
 def _load_npy(path: Path, max_side: int) -> np.ndarray:
+    _check_magic(path)
     header = np.load(path, allow_pickle=False, mmap_mode="r")  # reads the header only
     _check_side(path, header.shape, max_side)
     return np.load(path, allow_pickle=False)
@@ -105,6 +120,7 @@ def _npz_shape(z: Any, key: str) -> tuple[int, ...]:
 def _load_npz(
     path: Path, max_side: int
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
+    _check_magic(path)
     with np.load(path, allow_pickle=False) as z:
         if "voxels" not in z.files:
             raise DataError(f"{path}: .npz has no 'voxels' array (keys: {sorted(z.files)})")

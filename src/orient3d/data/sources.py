@@ -243,10 +243,21 @@ def train_test(
     cache_dir: str | Path | None = None,
     **kwargs: Any,
 ) -> tuple[VoxelSet, VoxelSet]:
-    """The train and test splits of a source; keyword arguments as :func:`load_dataset`."""
-    train = load_dataset(source, res, "train", n_train, seed, cache_dir, **kwargs)
-    test = load_dataset(source, res, "test", n_test, seed, cache_dir, **kwargs)
-    return train, test
+    """The train and test splits of a source; keyword arguments as :func:`load_dataset`.
+
+    Both splits are read before any error is raised, so one DataError names the
+    bad files of both."""
+    parts: dict[str, VoxelSet] = {}
+    errors: list[str] = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        try:
+            parts[split] = load_dataset(source, res, split, n, seed, cache_dir, **kwargs)
+        except DataError as err:
+            if str(err) not in errors:  # (a missing source fails both splits alike)
+                errors.append(str(err))
+    if errors:
+        raise DataError("\n".join(errors))
+    return parts["train"], parts["test"]
 
 
 def validation_size(n_train: int, n_val: int = -1) -> int:
