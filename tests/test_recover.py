@@ -79,25 +79,31 @@ def test_an_untrained_model_is_near_chance() -> None:
     assert res["accuracy"] < 0.5
 
 
-def test_recover_cli_writes_recover_json(tmp_path: Path) -> None:
-    from orient3d.cli import main
+def _tiny_run(tmp_path: Path, *overrides: str) -> str:
+    """A one-epoch run on 6 small objects (3 of them as the test split); its folder."""
     from orient3d.train import fit
 
     cfg = apply_overrides(
         Config(),
         [
             "data.res=16",
-            "data.n_train=6",
-            "data.n_test=3",
             f"data.cache_dir={tmp_path / 'cache'}",
             "model.latent=4",
             "model.width=4",
             "train.epochs=1",
             "train.progress=false",
+            *overrides,
         ],
     )
     objs = make_objects(6)
     fit(cfg, objs, objs.subset([0, 1, 2]), tmp_path / "run")
+    return str(tmp_path / "run")
+
+
+def test_recover_cli_writes_recover_json(tmp_path: Path) -> None:
+    from orient3d.cli import main
+
+    _tiny_run(tmp_path, "data.n_train=6", "data.n_test=3")
     assert main(["recover", str(tmp_path / "run"), "--n", "5", "--choice", "soft"]) == 0
     out = json.loads((tmp_path / "run" / "recover.json").read_text())
     assert out["n"] == 5 and 0 <= out["accuracy"] <= 1
@@ -119,24 +125,10 @@ def test_recover_data_file_uses_every_object_of_the_file(
     import numpy as np
 
     from orient3d.cli import main
-    from orient3d.train import fit
 
-    cfg = apply_overrides(
-        Config(),
-        [
-            "data.res=16",
-            "model.latent=4",
-            "model.width=4",
-            "train.epochs=1",
-            "train.progress=false",
-            "data.n_val=0",
-        ],
-    )
-    objs = make_objects(6)
-    fit(cfg, objs, objs.subset([0, 1, 2]), tmp_path / "run")
+    run = _tiny_run(tmp_path, "data.n_val=0")
     extra = make_objects(7)
     np.savez(tmp_path / "objs.npz", voxels=extra.voxels.numpy())
-    run = str(tmp_path / "run")
     assert main(["recover", run, "--data", str(tmp_path / "objs.npz")]) == 0
     out = json.loads((tmp_path / "run" / "recover.json").read_text())
     assert out["n"] == 7 and out["protocol"]["objects_available"] == 7
