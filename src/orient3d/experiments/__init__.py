@@ -23,10 +23,21 @@ any training (``Kind.check``).
 A new kind is a module with a ``KIND`` (:class:`~.common.Kind`) listed in
 :data:`KINDS`.
 
+``analyze_experiment(config, out)`` does the steps after training alone, on runs
+trained elsewhere; :mod:`.slurm` trains the runs as SLURM jobs (submitit), where
+:mod:`.launcher` reads the ``[launcher]`` settings.
+
 ``run_demo(out)`` runs all three at 16³ on procedural shapes (:mod:`.demo`).
 """
 
-from orient3d.experiments.core import KINDS, get_kind, run_experiment, spec_with, write_report
+from orient3d.experiments.core import (
+    KINDS,
+    analyze_experiment,
+    get_kind,
+    run_experiment,
+    spec_with,
+    write_report,
+)
 from orient3d.experiments.spec import (
     ExperimentSpec,
     RunSpec,
@@ -39,6 +50,7 @@ __all__ = [
     "KINDS",
     "ExperimentSpec",
     "RunSpec",
+    "analyze_experiment",
     "expand_runs",
     "get_kind",
     "load_spec",

@@ -12,6 +12,10 @@ Steps, each resumable:
    runs, those differing in seed alone, with its grid values) and
    ``DIR/figures/*.png``;
 5. ``DIR/report.html`` through :func:`orient3d.report.write_report`.
+
+:func:`plan_experiment` is step 1 with each run's state, :func:`finish_experiment`
+steps 3 to 5; :func:`analyze_experiment` runs them on runs trained elsewhere (the
+jobs of :mod:`orient3d.experiments.slurm`), refusing while any run is unfinished.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from orient3d.config import Config, from_dict
-from orient3d.errors import ConfigError
+from orient3d.errors import ConfigError, RunError
 from orient3d.experiments.cells import cells, cells_json, grid_keys
 from orient3d.experiments.common import AnalysisTask, Kind, jsonable, load_record, read_json
 from orient3d.experiments.runner import Progress, parallel_map, reusable_run, run_state
@@ -34,7 +38,16 @@ from orient3d.experiments.spec import ExperimentSpec, RunSpec, expand_runs, load
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KINDS", "get_kind", "run_experiment", "write_report"]
+__all__ = [
+    "KINDS",
+    "Plan",
+    "analyze_experiment",
+    "finish_experiment",
+    "get_kind",
+    "plan_experiment",
+    "run_experiment",
+    "write_report",
+]
 
 # kind -> the module defining its KIND; imported on use, so one kind cannot break another
 KINDS: dict[str, str] = {
@@ -69,12 +82,16 @@ def _kind(spec: ExperimentSpec) -> tuple[Kind, Any]:
     return kind, options
 
 
-def _train_task(task: tuple[Config, Path, str, str]) -> None:
-    """Train or resume one run (module level: runs in worker processes)."""
+def train_run(cfg: Config, path: Path, state: str, command: str) -> None:
+    """Train (state ``new``) or resume (``resume``) one run in this process."""
     from orient3d.training.loop import train
 
-    cfg, path, state, command = task
     train(cfg, path, resume=state == "resume", force=state == "new", command=command)
+
+
+def _train_task(task: tuple[Config, Path, str, str]) -> None:
+    """:func:`train_run` of one task (module level: runs in worker processes)."""
+    train_run(*task)
 
 
 def _on_gpu(cfg: Config, i: int, workers: int) -> Config:
@@ -100,20 +117,13 @@ def _locate(spec: ExperimentSpec, runs: Sequence[RunSpec], out: Path) -> list[tu
     return where
 
 
-def _train_all(
-    spec: ExperimentSpec,
-    runs: Sequence[RunSpec],
-    where: Sequence[tuple[Path, str]],
-    workers: int,
-    progress: Progress | None,
-) -> None:
-    todo = [(r, p, s) for r, (p, s) in zip(runs, where) if s in ("new", "resume")]
-    done = len(runs) - len(todo)
+def _train_all(plan: Plan, workers: int, progress: Progress | None) -> None:
+    todo = plan.todo()
+    done = len(plan.runs) - len(todo)
     if done:
-        log.info("%s: %d of %d runs already finished", spec.name, done, len(runs))
-    command = f"orient3d experiment ({spec.name})"
+        log.info("%s: %d of %d runs already finished", plan.spec.name, done, len(plan.runs))
     tasks = [
-        (_on_gpu(r.config, i, workers), p, s, f"{command} run {r.name}")
+        (_on_gpu(r.config, i, workers), p, s, train_command(plan.spec, r))
         for i, (r, p, s) in enumerate(todo)
     ]
     parallel_map(
@@ -123,6 +133,11 @@ def _train_all(
         labels=[f"train {r.name}" for r, _, _ in todo],
         progress=progress,
     )
+
+
+def train_command(spec: ExperimentSpec, run: RunSpec) -> str:
+    """What a run's meta.json records as the command that trained it."""
+    return f"orient3d experiment ({spec.name}) run {run.name}"
 
 
 def _write_spec(
@@ -182,6 +197,77 @@ def write_report(folders: Sequence[Path], out: Path) -> Path | None:
     return _write([Path(f) for f in folders], out)
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """An experiment laid out in its folder: its runs, where each lives and its state."""
+
+    spec: ExperimentSpec
+    kind: Kind
+    options: Any
+    out: Path  # the experiment folder (``out/<name>`` when ``out`` holds another one)
+    runs: tuple[RunSpec, ...]
+    where: tuple[tuple[Path, str], ...]  # each run's folder and state (see :func:`_locate`)
+
+    def todo(self) -> list[tuple[RunSpec, Path, str]]:
+        """The runs left to train (state ``new`` or ``resume``), with folder and state."""
+        return [(r, p, s) for r, (p, s) in zip(self.runs, self.where) if s in ("new", "resume")]
+
+
+def plan_experiment(
+    config: str | Path | ExperimentSpec, out: str | Path, overrides: Sequence[str] = ()
+) -> Plan:
+    """Steps 1 and the state of step 2: the spec, its runs' folders and states.
+
+    Writes ``out/experiment.json``; a run folder holding another config is a
+    RunError naming the keys (nothing is trained). ``overrides`` as for
+    :func:`run_experiment`.
+    """
+    spec = config if isinstance(config, ExperimentSpec) else load_spec(config, overrides)
+    kind, options = _kind(spec)
+    spec, folder = _nest_if_taken(spec, Path(out))
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = expand_runs(spec)
+    where = _locate(spec, runs, folder)
+    _write_spec(spec, kind, runs, where, folder)
+    return Plan(spec, kind, options, folder, tuple(runs), tuple(where))
+
+
+def finish_experiment(
+    plan: Plan, *, workers: int = 1, progress: Progress | None = None, t0: float | None = None
+) -> dict[str, Any]:
+    """Steps 3 to 5 on trained runs: per-run analysis, summary.json, figures, report.
+
+    ``t0``: when the work began (``perf_counter``), for summary.json's ``seconds``.
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    spec, kind, options, out = plan.spec, plan.kind, plan.options, plan.out
+    pairs = list(zip(plan.runs, plan.where))
+    if kind.analyze is not None:
+        first = spec.seeds[0]
+        tasks = [
+            AnalysisTask(p, run.params, options, run.config.seed == first)
+            for run, (p, _) in pairs
+            if kind.wants_analysis(run, options)
+            and not (kind.analysis_output and (p / kind.analysis_output).is_file())
+        ]
+        parallel_map(
+            kind.analyze,
+            tasks,
+            workers=workers,
+            labels=[f"analyze {t.path.name}" for t in tasks],
+            progress=progress,
+        )
+    records = [load_record(p, run.params, out, kind.extra_files) for run, (p, _) in pairs]
+    summary = kind.summarize(records, spec, options, out)
+    summary.setdefault("cells", cells_json(cells(records), grid_keys(spec)))
+    summary["seconds"] = time.perf_counter() - t0
+    from orient3d.rundir.runs import write_json
+
+    write_json(out / "summary.json", jsonable(summary))
+    write_report([out], out / "report.html")
+    return summary
+
+
 def run_experiment(
     config: str | Path | ExperimentSpec,
     out: str | Path,
@@ -197,41 +283,33 @@ def run_experiment(
     a spec carries its own). ``progress(message, done, total)`` is called after
     each run trains.
     """
-    spec = config if isinstance(config, ExperimentSpec) else load_spec(config, overrides)
-    kind, options = _kind(spec)
-    spec, out = _nest_if_taken(spec, Path(out))
-    out.mkdir(parents=True, exist_ok=True)
-    runs = expand_runs(spec)
-    where = _locate(spec, runs, out)
-    _write_spec(spec, kind, runs, where, out)
+    plan = plan_experiment(config, out, overrides)
     t0 = time.perf_counter()
-    _train_all(spec, runs, where, workers, progress)
-    if kind.analyze is not None:
-        first = spec.seeds[0]
-        tasks = [
-            AnalysisTask(p, run.params, options, run.config.seed == first)
-            for run, (p, _) in zip(runs, where)
-            if kind.wants_analysis(run, options)
-            and not (kind.analysis_output and (p / kind.analysis_output).is_file())
-        ]
-        parallel_map(
-            kind.analyze,
-            tasks,
-            workers=workers,
-            labels=[f"analyze {t.path.name}" for t in tasks],
-            progress=progress,
-        )
-    records = [
-        load_record(p, run.params, out, kind.extra_files) for run, (p, _) in zip(runs, where)
-    ]
-    summary = kind.summarize(records, spec, options, out)
-    summary.setdefault("cells", cells_json(cells(records), grid_keys(spec)))
-    summary["seconds"] = time.perf_counter() - t0
-    from orient3d.rundir.runs import write_json
+    _train_all(plan, workers, progress)
+    return finish_experiment(plan, workers=workers, progress=progress, t0=t0)
 
-    write_json(out / "summary.json", jsonable(summary))
-    write_report([out], out / "report.html")
-    return summary
+
+def analyze_experiment(
+    config: str | Path | ExperimentSpec,
+    out: str | Path,
+    *,
+    workers: int = 1,
+    progress: Progress | None = None,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Steps 3 to 5 alone, on runs trained elsewhere (e.g. SLURM jobs); trains nothing.
+
+    A RunError names the runs that have not finished (no ``results.json``).
+    """
+    plan = plan_experiment(config, out, overrides)
+    todo = plan.todo()
+    if todo:
+        names = ", ".join(f"{r.name} ({s})" for r, _, s in todo)
+        raise RunError(
+            f"{plan.out}: {len(todo)} of {len(plan.runs)} runs have not finished: {names}; "
+            "train them first (the same command without --analyze-only)"
+        )
+    return finish_experiment(plan, workers=workers, progress=progress)
 
 
 def spec_with(spec: ExperimentSpec, **changes: Any) -> ExperimentSpec:
