@@ -17,6 +17,8 @@ An experiment TOML::
     oracle = ["train.mode=single"]    # "key=value" strings ...
     search-hard = { "train.mode" = "search", "search.choice" = "hard" }  # ... or a table
     [options]                         # kind-specific (see each kind's Options)
+    [launcher]                        # optional: local processes or SLURM jobs
+                                      # (orient3d.experiments.launcher)
 
 Unknown keys anywhere are a :class:`~orient3d.errors.ConfigError` naming them.
 Overrides given on the command line (``--data.source=PATH``) apply to ``[base]``,
@@ -34,10 +36,22 @@ from typing import Any
 
 from orient3d.config import Config, apply_overrides, from_dict, parse_value, read_toml, to_dict
 from orient3d.errors import ConfigError
+from orient3d.experiments.launcher import launcher_from
 
 __all__ = ["ExperimentSpec", "RunSpec", "expand_runs", "key_labels", "load_spec", "spec_from_dict"]
 
-SPEC_KEYS = ("name", "kind", "questions", "seeds", "reuse", "base", "grid", "variants", "options")
+SPEC_KEYS = (
+    "name",
+    "kind",
+    "questions",
+    "seeds",
+    "reuse",
+    "base",
+    "grid",
+    "variants",
+    "options",
+    "launcher",
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,8 @@ class ExperimentSpec:
     options: Mapping[str, Any] = field(default_factory=dict)  # kind-specific
     reuse: tuple[str, ...] = ()  # experiment folders to take finished runs from
     overrides: tuple[str, ...] = ()  # dotted overrides applied to base (command line)
+    # where the runs train ([launcher], see orient3d.experiments.launcher); not a run's config
+    launcher: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,8 @@ def spec_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Ex
     options = data.get("options", {})
     if not isinstance(options, Mapping):
         raise ConfigError(f"options: expected a table, got {options!r}")
+    launcher = data.get("launcher", {})
+    launcher_from(launcher)  # checked now; the command line may still override it
     spec = ExperimentSpec(
         name=data["name"],
         kind=data["kind"],
@@ -130,6 +148,7 @@ def spec_from_dict(data: Mapping[str, Any], overrides: Sequence[str] = ()) -> Ex
         options=dict(options),
         reuse=_str_list(data, "reuse"),
         overrides=tuple(overrides),
+        launcher=dict(launcher),
     )
     expand_runs(spec)  # every run's config must build: fail now, not half-way
     return spec
