@@ -305,3 +305,20 @@ def test_submission_to_a_pretend_cluster(
     assert last == "105" and not any(
         "--dependency" in x for x in _lines((cluster / "105.sh").read_text())
     )
+
+
+def test_refusals_of_the_cluster_are_one_line(
+    tmp_path: Path, cluster: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config_file(tmp_path, '[launcher]\nkind = "slurm"\n')
+    argv = ["experiment", config, "--out", str(tmp_path / "exp")]
+    sbatch = tmp_path / "bin" / "sbatch"
+    sbatch.write_text(
+        '#!/bin/bash\necho "sbatch: error: invalid partition specified" >&2\nexit 1\n'
+    )
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "submitting the runs' jobs failed: sbatch: error: invalid partition specified" in err
+    (tmp_path / "bin" / "srun").unlink()  # not a SLURM machine
+    assert cli.main(argv) == 2
+    assert 'Could not detect "srun"' in capsys.readouterr().err

@@ -25,6 +25,7 @@ job's log) and ``submissions.jsonl`` (one line per submission: job ids);
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
@@ -34,7 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -287,6 +288,15 @@ def _check_nothing_queued(folder: Path) -> None:
         )
 
 
+@contextlib.contextmanager
+def _refused(what: str) -> Iterator[None]:
+    """sbatch's refusal (a bad partition, a time over the limit) as one RunError."""
+    try:
+        yield
+    except (RuntimeError, ValueError) as err:  # submitit's FailedJobError: sbatch's stderr
+        raise RunError(f"submitting {what} failed: {str(err).strip()}") from None
+
+
 def _link_logs(run: Path, job: Any) -> None:
     """``run/slurm/<job id>.out`` and ``.err``: links to the job's log files."""
     where = run / JOBS_DIR
@@ -294,6 +304,28 @@ def _link_logs(run: Path, job: Any) -> None:
         link = where / f"{job.job_id}.{suffix}"
         if not link.is_symlink():
             link.symlink_to(os.path.relpath(target, where))
+
+
+def _submit_runs(
+    plan: Plan, launcher: Launcher, folder: Path, executor: Callable[[Path], Any] | None
+) -> list[Any]:
+    """The unfinished runs of ``plan`` as one batch (a job array), their logs linked."""
+    if executor is None:
+        ex = _slurm_executor(folder, _run_parameters(launcher, plan.spec.name))
+    else:
+        ex = executor(folder)
+    gpus = launcher.gpus_per_run
+    run_jobs = [
+        RunJob(r.name, r.config, p.absolute(), train_command(plan.spec, r), gpus)
+        for r, p, _ in plan.todo()
+    ]
+    for job in run_jobs:
+        (job.path / JOBS_DIR).mkdir(parents=True, exist_ok=True)
+    with _refused("the runs' jobs"), ex.batch():
+        jobs = [ex.submit(job) for job in run_jobs]
+    for job, sub in zip(run_jobs, jobs):
+        _link_logs(job.path, sub)
+    return jobs
 
 
 @dataclass(frozen=True)
@@ -325,35 +357,20 @@ def submit(
     require_submitit()
     todo = plan.todo()
     folder = (plan.out / JOBS_DIR).absolute()
-    name = plan.spec.name
     if executor is None:
         _check_nothing_queued(folder)
-    jobs: list[Any] = []
-    if todo:
-        ex = (
-            executor(folder)
-            if executor
-            else _slurm_executor(folder, _run_parameters(launcher, name))
-        )
-        run_jobs = [
-            RunJob(
-                r.name, r.config, p.absolute(), train_command(plan.spec, r), launcher.gpus_per_run
-            )
-            for r, p, _ in todo
-        ]
-        for job in run_jobs:
-            (job.path / JOBS_DIR).mkdir(parents=True, exist_ok=True)
-        with ex.batch():
-            jobs = [ex.submit(job) for job in run_jobs]
-        for job, sub in zip(run_jobs, jobs):
-            _link_logs(job.path, sub)
+    jobs = _submit_runs(plan, launcher, folder, executor) if todo else []
     analysis = None
-    if executor is None:
-        after = jobs[0].job_id.split("_")[0] if jobs else None
-        ex = _slurm_executor(folder, _analysis_parameters(launcher, name, after))
-        lock_at = Path(lock_folder if lock_folder is not None else plan.out).absolute()
-        analysis = ex.submit(AnalysisJob(plan.spec, plan.out.absolute(), lock_at))
-    _record(folder, [r.name for r, _, _ in todo], jobs, analysis)
+    try:
+        if executor is None:
+            after = jobs[0].job_id.split("_")[0] if jobs else None
+            params = _analysis_parameters(launcher, plan.spec.name, after)
+            ex = _slurm_executor(folder, params)
+            lock_at = Path(lock_folder if lock_folder is not None else plan.out).absolute()
+            with _refused("the analysis job"):
+                analysis = ex.submit(AnalysisJob(plan.spec, plan.out.absolute(), lock_at))
+    finally:  # (the runs' jobs are recorded even if the analysis job was refused)
+        _record(folder, [r.name for r, _, _ in todo], jobs, analysis)
     return Submission(
         plan.out,
         tuple(r.name for r, _, _ in todo),
