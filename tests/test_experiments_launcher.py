@@ -322,3 +322,14 @@ def test_refusals_of_the_cluster_are_one_line(
     (tmp_path / "bin" / "srun").unlink()  # not a SLURM machine
     assert cli.main(argv) == 2
     assert 'Could not detect "srun"' in capsys.readouterr().err
+
+
+def test_analysis_job_writes_the_summary_and_lets_the_lock_go(tmp_path: Path) -> None:
+    from orient3d.experiments.slurm import AnalysisJob
+    from orient3d.rundir import lock
+
+    spec = spec_from_dict(spec_dict())
+    make_single_vs_all(tmp_path)
+    assert AnalysisJob(spec, tmp_path, tmp_path)() == str(tmp_path / "summary.json")
+    assert len(json.loads((tmp_path / "summary.json").read_text())["cells"]) == 4
+    assert not lock.held(tmp_path)

@@ -114,7 +114,7 @@ def test_jobs_preempted_or_killed_resume_to_the_local_summary(tmp_path: Path) ->
     assert (preempted / "results.json").is_file()
     assert json.loads((preempted / "meta.json").read_text())["resumed"][0]["epoch"] >= 1
     log = (preempted / "slurm" / f"{sub.jobs[0].job_id}.err").read_text()
-    assert "requeued; it resumes from its last checkpoint" in log
+    assert "stopped; its requeued job resumes from the last checkpoint" in log
     assert not (killed / "results.json").exists()  # killed halfway
     assert (killed / "checkpoints" / "last.pt").is_file()
     with pytest.raises(submitit.core.utils.UncompletedJobError):  # killed: no result

@@ -149,7 +149,7 @@ class RunJob:
         run folder's last checkpoint (``submitit.helpers.DelayedSubmission``)."""
         from submitit.helpers import DelayedSubmission
 
-        log.info("run %s: requeued; it resumes from its last checkpoint", self.name)
+        log.info("run %s: stopped; its requeued job resumes from the last checkpoint", self.name)
         return DelayedSubmission(self)
 
 
@@ -177,16 +177,20 @@ class AnalysisJob:
     lock_folder: Path  # the folder the command line locks (--out)
 
     def __call__(self) -> str:
+        """Analyze the finished runs; returns summary.json's path (RunError: unfinished)."""
+        from orient3d.rundir import lock
+
         _job_logging()
-        _hold_when_free(
-            self.lock_folder, f"orient3d experiment ({self.spec.name}) analysis", LOCK_WAIT_S
-        )
-        summary = analyze_experiment(self.spec, self.out)
+        with lock.scope():
+            command = f"orient3d experiment ({self.spec.name}) analysis"
+            _hold_when_free(self.lock_folder, command, LOCK_WAIT_S)
+            summary = analyze_experiment(self.spec, self.out)
         for item in summary.get("answers", []) or []:
             log.info("%s\n  %s", item["question"], item["answer"])
         return str(self.out / "summary.json")
 
     def checkpoint(self) -> Any:
+        """Preempted: the analysis again (per-run analysis files already written are kept)."""
         from submitit.helpers import DelayedSubmission
 
         return DelayedSubmission(self)
