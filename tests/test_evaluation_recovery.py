@@ -13,7 +13,7 @@ from orient3d.data import VoxelSet
 from orient3d.groups import cube_group, rotate
 from orient3d.model import VAE
 from orient3d.recover import recover, recovery_table
-from test_search import make_objects
+from test_search_discrete import make_objects
 
 
 def _train_single(objs: VoxelSet, steps: int = 80) -> VAE:

@@ -16,7 +16,7 @@ from orient3d.modes import get_mode
 from orient3d.pose_search import turn_back
 from orient3d.train import fit
 from orient3d.transforms import compose, inverse
-from test_search import make_objects, tiny_model
+from test_search_discrete import make_objects, tiny_model
 from train_helpers import metric_values, tiny_config, tiny_data
 
 FAST = ("continuous.grid_level=0", "continuous.levels=0", "continuous.precision=fp32")
@@ -134,8 +134,8 @@ def test_canonicalize_returns_poses_as_matrices() -> None:
 @pytest.mark.slow
 def test_two_processes_continuous_mode(tmp_path: Path) -> None:
     """Under torchrun each rank searches its slice; the counters add up over ranks."""
-    from test_distributed import TINY as DIST_TINY
-    from test_distributed import _two_processes
+    from test_training_distributed import TINY as DIST_TINY
+    from test_training_distributed import _two_processes
 
     overrides = [*DIST_TINY, 'train.mode="continuous"', "continuous.warmup_epochs=1", *FAST]
     two = _two_processes(tmp_path, overrides)
