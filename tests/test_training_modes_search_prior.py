@@ -12,7 +12,8 @@ import torch
 from orient3d.config import Config
 from orient3d.errors import ConfigError
 from orient3d.groups import cube_group
-from orient3d.search import SearchMode, canonical_pose, score_orientations
+from orient3d.search import canonical_pose, score_orientations
+from orient3d.training.modes.search import SearchMode
 from test_search_discrete import make_objects, tiny_model
 from test_training_modes_search import _batch as search_batch
 from test_training_modes_search import _cfg as search_cfg
