@@ -77,3 +77,13 @@ def test_every_subcommand_is_listed() -> None:
 
     help_text = build_parser().format_help()
     assert all(name in help_text for name in COMMANDS)
+
+
+def test_a_subcommand_that_does_not_import_is_an_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orient3d import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "broken", "orient3d.cli.no_such_command")
+    with pytest.raises(ModuleNotFoundError, match="orient3d.cli.no_such_command"):
+        cli.build_parser()
