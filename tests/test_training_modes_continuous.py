@@ -170,16 +170,3 @@ def test_pose_change_is_the_angle_between_epochs(axis: int) -> None:
     mode.last_R = torch.from_numpy(before.as_matrix()).float()
     mode.epoch_R = torch.from_numpy(after.as_matrix()).float()
     assert mode.end_epoch(2)["pose_change_median_deg"] == pytest.approx(20.0, abs=1e-3)
-
-
-@pytest.mark.slow
-def test_two_processes_continuous_mode(tmp_path: Path) -> None:
-    """Under torchrun each rank searches its slice; the counters add up over ranks."""
-    from test_training_distributed import TINY as DIST_TINY
-    from test_training_distributed import _two_processes
-
-    overrides = [*DIST_TINY, 'train.mode="continuous"', "continuous.warmup_epochs=1", *FAST]
-    two = _two_processes(tmp_path, overrides)
-    recs = runs.read_jsonl(two / "metrics.jsonl")
-    assert recs[1]["refreshed_frac"] == 1.0 and recs[1]["forward_passes_per_sample"] == 24
-    assert runs.read_json(two / "results.json")["protocol"] == "so3+search"

@@ -123,13 +123,18 @@ def build_state(cfg: Config, train_set: VoxelSet, device: torch.device, dist: Di
     )
     data_gen = torch.Generator().manual_seed(cfg.seed)
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    mode_gen = distributed.mode_generator(cfg.seed, dist, data_gen)
+    factory = get_mode(t.mode)
+    sync = getattr(factory, "dist_sync", None)
+    mode_gen = distributed.mode_generator(cfg.seed, dist, data_gen, sync)
+    mode = factory(cfg, train_set, mode_gen)
+    if sync is not None and sync.shared_draws:  # it keeps this rank's rows of each draw
+        mode.rank, mode.world = dist.rank, dist.world  # type: ignore[attr-defined]
     return TrainState(
         model=model,
         optimizer=opt,
         scheduler=_SCHEDULES[t.lr_schedule](opt, t),
         scaler=torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"),
-        mode=get_mode(t.mode)(cfg, train_set, mode_gen),
+        mode=mode,
         data_gen=data_gen,
         noise_gen=noise_gen,
         forward=distributed.wrap_model(model, dist, device),
