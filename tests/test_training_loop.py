@@ -17,7 +17,7 @@ from orient3d.devices import (
 from orient3d.errors import ConfigError, RunError
 from orient3d.evaluate import eval_rotations, evaluate, load_run
 from orient3d.train import Prepared, SingleMode, TrainingDiverged, fit
-from train_helpers import TIMING, metric_values, tiny_config, tiny_data
+from train_helpers import TIMING, interrupted_fit, metric_values, tiny_config, tiny_data
 
 
 def test_fit_writes_the_run_folder(tmp_path: Path) -> None:
@@ -100,12 +100,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
     data = tiny_data(cfg)
     fit(cfg, *data, tmp_path / "full")
 
-    def stop(epoch: int, step: int, steps: int, loss: float, speed: float) -> None:
-        if epoch == 2 and step == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, *data, tmp_path / "cut", progress=stop)
+    interrupted_fit(cfg, data, tmp_path / "cut", epoch=2, step=2)
     assert len(runs.read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 1
     runs.append_jsonl(tmp_path / "cut" / "metrics.jsonl", {"epoch": 2, "stale": True})
     fit(cfg, *data, tmp_path / "cut", resume=True)

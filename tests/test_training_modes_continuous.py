@@ -21,7 +21,7 @@ from orient3d.pose_search import turn_back
 from orient3d.train import fit
 from orient3d.transforms import compose, inverse
 from test_search_discrete import make_objects, tiny_model
-from train_helpers import metric_values, tiny_config, tiny_data
+from train_helpers import interrupted_fit, metric_values, tiny_config, tiny_data
 
 FAST = ("continuous.grid_level=0", "continuous.levels=0", "continuous.precision=fp32")
 
@@ -122,12 +122,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     data = tiny_data(cfg)
     fit(cfg, *data, tmp_path / "full")
 
-    def stop(epoch: int, step: int, steps: int, loss: float, speed: float) -> None:
-        if epoch == 3 and step == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, *data, tmp_path / "cut", progress=stop)
+    interrupted_fit(cfg, data, tmp_path / "cut", epoch=3, step=1)
     fit(cfg, *data, tmp_path / "cut", resume=True)
     assert metric_values(tmp_path / "cut") == metric_values(tmp_path / "full")
 
