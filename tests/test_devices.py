@@ -120,7 +120,7 @@ print(mapped_by_a_large_malloc(), tune_allocator(), mapped_by_a_large_malloc())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux only")
-def test_tune_allocator_keeps_large_blocks_in_the_heap() -> None:
+def test_tune_allocator_keeps_large_allocations_in_the_heap() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     src = str(Path(orient3d.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
