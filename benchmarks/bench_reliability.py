@@ -115,7 +115,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "tiny_grid",
             "non_run",
             "load_run_errors",
-            "roundtrip_and_errors",  # test_runs: a garbage checkpoint file
+            "roundtrip_and_errors",  # test_rundir_runs: a garbage checkpoint file
         ),
     ),
     (

@@ -1,4 +1,11 @@
-"""Shared fixtures: seeded generators, the shared ModelNet10 data, and few threads."""
+"""Shared fixtures: seeded generators, the shared ModelNet10 data, and few threads.
+
+Test files mirror the package: ``test_<subpackage>_<module>.py`` tests
+``orient3d/<subpackage>/<module>.py`` (``test_training_modes_search.py`` tests
+``orient3d/training/modes/search.py``), ``test_<subpackage>.py`` a subpackage as a
+whole, and ``test_<module>.py`` a top-level module (``test_config.py``). Helpers
+shared by several files live in ``train_helpers.py``.
+"""
 
 from __future__ import annotations
 

@@ -1,14 +1,23 @@
-"""The benchmark scripts: their shared section writer, and slow smoke runs of each."""
+"""The benchmark scripts: their shared section writer, and slow smoke runs of each that
+check what the script prints: its BENCHMARKS.md section (the columns documented there)
+and the values a tiny run makes known (counts from the arguments, the model's FLOPs,
+figures that must agree with each other)."""
 
 from __future__ import annotations
 
+import ast
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from orient3d.geometry import so3
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS_MD = BENCH.parent / "BENCHMARKS.md"
 sys.path.insert(0, str(BENCH))
 
 from _sections import write_section  # noqa: E402
@@ -31,66 +40,209 @@ def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:
         write_section("no heading", path)
 
 
-# Each script with the smallest arguments it takes, printing instead of writing.
-SMOKE = {
-    "bench_train.py": ["--worker", "16", "fp32", "1", "--budget", "0.2"],
-    "bench_search.py": [
-        "--epochs",
-        "2",
-        "--n-train",
-        "16",
-        "--n-test",
-        "8",
-        "--naive-samples",
-        "1",
-        "--recover-n",
-        "2",
-        "--no-write",
-    ],
-    "bench_continuous.py": [
-        "--epochs",
-        "3",
-        "--n-train",
-        "16",
-        "--n-test",
-        "4",
-        "--warmup",
-        "1",
-        "--no-write",
-    ],
-    "bench_demo.py": ["--tiny", "--workers", "1", "--no-write"],
-    "gpu_check.py": ["--device", "cpu", "--no-write"],
-    "bench_pose.py": ["--epochs", "1", "--n-train", "16", "--n", "2", "--steps", "2", "--no-write"],
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("script", sorted(SMOKE))
-def test_benchmark_scripts_run(script: str, tmp_path: Path) -> None:
+def _run(script: str, args: list[str], cwd: Path) -> str:
+    """The script's stdout; it must succeed and, under --no-write, leave BENCHMARKS.md alone."""
+    before = BENCHMARKS_MD.read_bytes()
     proc = subprocess.run(
-        [sys.executable, str(BENCH / script), *SMOKE[script]],
+        [sys.executable, str(BENCH / script), *args],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=cwd,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip()
+    assert BENCHMARKS_MD.read_bytes() == before, f"{script} --no-write changed BENCHMARKS.md"
+    return proc.stdout
+
+
+def _section(text: str, heading: str) -> str:
+    """From the ``heading`` line to the next ``## `` heading (or the end)."""
+    assert heading in text.splitlines(), f"no {heading!r} section"
+    rest = text[text.index(heading + "\n") :]
+    nxt = re.search(r"^## ", rest[len(heading) :], re.M)
+    return rest if nxt is None else rest[: len(heading) + nxt.start()]
+
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def _tables(text: str) -> list[Table]:
+    """The markdown tables of ``text``: header cells and body rows, every row as wide."""
+    out: list[Table] = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("| ") and lines[i + 1].startswith("| ---"):
+            header = [c.strip() for c in line.strip("|").split("|")]
+            rows = []
+            for row in lines[i + 2 :]:
+                if not row.startswith("| "):
+                    break
+                rows.append([c.strip() for c in row.strip("|").split("|")])
+            assert rows and all(len(r) == len(header) for r in rows), header
+            out.append((header, rows))
+    return out
+
+
+def _printed_tables(out: str, heading: str) -> list[Table]:
+    """The tables of the printed section; the first has the columns BENCHMARKS.md shows."""
+    printed = _tables(_section(out, heading))
+    assert printed, f"{heading}: no table"
+    committed = _tables(_section(BENCHMARKS_MD.read_text(), heading))
+    assert printed[0][0] == committed[0][0], "columns differ from BENCHMARKS.md's"
+    return printed
+
+
+def _by_first_column(table: Table) -> dict[str, dict[str, str]]:
+    header, rows = table
+    return {r[0]: dict(zip(header, r, strict=True)) for r in rows}
+
+
+@pytest.mark.slow
+def test_bench_train_worker_reports_the_models_flops(tmp_path: Path) -> None:
+    out = _run("bench_train.py", ["--worker", "16", "fp32", "1", "--budget", "0.2"], tmp_path)
+    row = json.loads(out.strip().splitlines()[-1])
+    keys = "res precision threads peak_gflops flops_step samples_per_s gflops maxrss_mib"
+    assert set(row) == set(keys.split())
+    assert (row["res"], row["precision"], row["threads"]) == (16, "fp32", 1)
+    # FLOPs per step belong to the model, not the machine: the documented D=16 figure.
+    header, rows = _tables(_section(BENCHMARKS_MD.read_text(), "## Training"))[0]
+    documented = {(r[0], r[1]): float(r[header.index("GFLOP/step (fwd+bwd)")]) for r in rows}
+    assert row["flops_step"] / 1e9 == pytest.approx(documented["16", "fp32"], abs=0.006)
+    assert row["gflops"] == pytest.approx(row["flops_step"] * row["samples_per_s"] / 64 / 1e9)
+    assert row["maxrss_mib"] > 100  # torch and a model at 16³ take more than that
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_run_on_the_cpu(tmp_path: Path) -> None:
+    out = _run("gpu_check.py", ["--device", "cpu", "--no-write"], tmp_path)
+    ((header, rows),) = _tables(_section(out, "## GPU check"))
+    (row,) = rows
+    cells = dict(zip(header, row, strict=True))
+    assert cells["D"] == "16³" and cells["steps"] == "4"  # the CPU defaults: 16³, 4 steps
+    progress = next(line for line in out.splitlines() if line.startswith("16³: "))
+    assert progress.startswith(f"16³: {cells['training samples/s']} samples/s training")
+    choice, voxels = (float(cells[k].rstrip("%")) for k in ("fp32 = bf16 choice", "same voxels"))
+    assert 0 <= choice <= voxels <= 100  # the same choice gives the same voxels
+    assert "smoke run on the CPU: BENCHMARKS.md not written" in out
+
+
+@pytest.mark.slow
+def test_bench_pose_counts_passes_from_its_options(tmp_path: Path) -> None:
+    steps, n = 2, 2
+    args = ["--epochs", "1", "--n-train", "16", "--n", str(n), "--steps", str(steps)]
+    out = _run("bench_pose.py", [*args, "--no-write"], tmp_path)
+    result = json.loads(out[: out.index("## Continuous pose")])["so3"]
+    grid1, refine = len(so3.so3_grid(1)), 2 * 27  # level 1, then 2 rounds of 27 neighbours
+    forward = {  # scored grids: the starts, the refinement rounds, one per gradient step + 1
+        "gradient": steps + 1,
+        "cube-start": 24 + steps + 1,
+        "grid-refine": grid1 + 16 * refine + steps + 1,
+        "grid-refine, top_k 4": grid1 + 4 * refine + steps + 1,
+    }
+    assert set(result) == set(forward)
+    for method, r in result.items():
+        assert (r["n"], r["backward_passes"], r["forward_passes"]) == (n, steps, forward[method])
+        assert 0 <= r["success_rate"] <= 1 and 0 <= r["median_error_deg"] <= 180
+    methods, grids = _printed_tables(out, "## Continuous pose")
+    rows = _by_first_column(methods)
+    for method, r in result.items():
+        assert rows[method]["forward / object"] == str(forward[method])
+        assert rows[method]["success"] == f"{r['success_rate']:.2f}"
+    assert [r[:2] for r in grids[1]] == [["0", "24"], ["1", str(grid1)]]
+
+
+@pytest.mark.slow
+def test_bench_search_reference_rows_and_counts(tmp_path: Path) -> None:
+    n_train, n_test = 16, 8
+    args = ["--epochs", "2", "--n-train", str(n_train), "--n-test", str(n_test)]
+    out = _run(
+        "bench_search.py",
+        [*args, "--naive-samples", "1", "--recover-n", "2", "--no-write"],
+        tmp_path,
+    )
+    table = _printed_tables(out, "## Search")[0]
+    rows = _by_first_column(table)
+    documented = _by_first_column(_tables(_section(BENCHMARKS_MD.read_text(), "## Search"))[0])
+    assert set(rows) == set(documented)  # the same variants as documented
+    ref, full = rows["augmented (reference)"], rows["full search fp32"]
+    assert ref["ratio (median)"] == "1.00×" and ref["rows scored / sample"] == "0.0"
+    assert full["rows scored / sample"] == "24.0"  # its one search epoch scores all of O
+    assert full["ΔMSE vs full fp32, worst / best"] == "+0.0% / +0.0%"
+    for r in rows.values():
+        if r["consistency"] != "—":  # a fraction of the 8 test objects
+            assert float(r["consistency"]) * n_test == pytest.approx(
+                round(float(r["consistency"]) * n_test), abs=0.01
+            )
+    assert f"% of {n_train + n_test} rotated objects (train + test" in out
+
+
+@pytest.mark.slow
+def test_bench_continuous_table_agrees_with_its_runs(tmp_path: Path) -> None:
+    args = ["--epochs", "3", "--n-train", "16", "--n-test", "4", "--warmup", "1", "--no-write"]
+    out = _run("bench_continuous.py", args, tmp_path)
+    rows = _by_first_column(_printed_tables(out, "## Continuous search training")[0])
+    documented = _tables(_section(BENCHMARKS_MD.read_text(), "## Continuous search training"))
+    assert set(rows) == set(_by_first_column(documented[0]))
+    passes = len(so3.so3_grid(1)) + 4 * 27  # defaults: grid level 1, top 4, 27 neighbours
+    assert f"({passes} forward passes per sample)" in out
+    for name in ("augmented (O, reference)", "SO(3)-augmented (views, no search)"):
+        assert rows[name]["forward passes / sample"] == "0"
+    assert rows["augmented (O, reference)"]["ratio to augmented (median)"] == "1.00×"
+    # Each run's final numbers, printed as it ends, are the table's.
+    for line in out.splitlines():
+        name, brace, rest = line.partition(" {")
+        if name in rows and brace:
+            final = ast.literal_eval("{" + rest)
+            assert rows[name]["test MSE so3+search"] == f"{final['mse_search']:.5f}"
+            assert rows[name]["test MSE so3"] == f"{final['mse_plain']:.5f}"
+            assert final["consistency"] * 4 == round(final["consistency"] * 4)  # of 4 objects
+            rows.pop(name)
+    assert not rows, f"no final line printed for {sorted(rows)}"
+
+
+@pytest.mark.slow
+def test_bench_demo_parts_and_answers(tmp_path: Path) -> None:
+    out = _run("bench_demo.py", ["--tiny", "--workers", "1", "--no-write"], tmp_path)
+    rows = _printed_tables(out, "## Demo")[0][1]
+    parts = [r[0] for r in rows]
+    assert parts == [
+        "single_vs_all",
+        "recover",
+        "search_modes",
+        "**whole demo** (process start to report)",
+    ]
+    runs = {r[0]: r[1] for r in rows}
+    seconds = [int(re.sub(r"[^0-9]", "", r[2])) for r in rows]
+    assert seconds[3] >= sum(seconds[:3])  # the whole demo holds its parts
+    # recover reuses the single-orientation half of the single_vs_all runs
+    assert runs["recover"] == f"{int(runs['single_vs_all']) // 2} (reused from single_vs_all)"
+    for part in parts[:3]:
+        assert re.search(rf"^- \*\*{part}\*\*: \S", out, re.M), part
 
 
 @pytest.mark.slow
 def test_bench_reliability_runs_one_cell(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "bench_reliability.py"),
-            *("--modes", "single", "--kill-points", "1", "--epochs", "2", "--no-write"),
-        ],
+    args = ["--modes", "single", "--kill-points", "1", "--epochs", "2", "--no-write"]
+    out = _run("bench_reliability.py", args, tmp_path)
+    assert "## Reliability" in out
+    assert "| epoch 1 line | identical |" in out
+    # The CPU flags it prints are the machine's own (/proc/cpuinfo), also in the section.
+    line = next(x for x in out.splitlines() if x.startswith("CPU: "))
+    flags = line.split("; flags: ", 1)[1].split()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        lines = cpuinfo.read_text().splitlines()
+        own = {f for x in lines if x.startswith("flags") for f in x.split(":", 1)[1].split()}
+        assert flags and set(flags) <= own
+        assert ("avx2" in flags) == ("avx2" in own)
+    assert f"flags {' '.join(flags)};" in _section(out, "## Reliability")
+    # It collected the whole suite, as pytest itself does.
+    collect = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-o", "addopts=", "tests"],
+        cwd=BENCH.parent,
         capture_output=True,
         text=True,
-        cwd=tmp_path,
-        timeout=600,
+        timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "## Reliability" in proc.stdout
-    assert "| epoch 1 line | identical |" in proc.stdout
+    n = sum("::" in x for x in collect.stdout.splitlines())
+    assert f"`python -m pytest --collect-only -q -o addopts= tests`: {n} cases collected" in out

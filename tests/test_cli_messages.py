@@ -73,7 +73,10 @@ def test_preview_refuses_bad_sizes_before_loading(
 def test_meshes_with_odd_comment_bytes_load_and_bad_vertices_are_named(tmp_path: Path) -> None:
     latin = tmp_path / "latin.off"
     latin.write_bytes(b"OFF\n# caf\xe9\n" + TETRA.encode())
-    assert voxelize_mesh(latin, 16).sum() > 0
+    plain = tmp_path / "plain.off"
+    plain.write_text("OFF\n" + TETRA)
+    solid = voxelize_mesh(plain, 16)
+    assert solid.sum() > 0 and np.array_equal(voxelize_mesh(latin, 16), solid)
     nan = tmp_path / "nan.off"
     nan.write_text("OFF\n5 4 0\n0 0 0\n1 0 0\n0 1 0\n0 0 1\nnan 0 0\n" + TETRA.split("\n", 5)[5])
     with pytest.raises(DataError, match="1 vertex/vertices with NaN or infinite"):

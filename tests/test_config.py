@@ -55,3 +55,16 @@ def test_bad_files_name_the_file(tmp_path: Path) -> None:
         load_config(p)
     with pytest.raises(ConfigError, match="missing.toml: config file not found"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_schema_names_import_from_config_and_convert_both_ways() -> None:
+    from orient3d import config, config_schema
+
+    for name in ("from_dict", "to_dict", "flatten"):
+        assert getattr(config, name) is getattr(config_schema, name)
+    cfg = apply_overrides(Config(), ["model.latent=7", "data.classes=['chair']"])
+    data = config.to_dict(cfg)
+    assert data["model"]["latent"] == 7 and data["data"]["classes"] == ["chair"]  # tuple: list
+    assert config.from_dict(Config, data) == cfg
+    assert config.flatten(data)["model.latent"] == 7
+    assert "continuous.top_k" in config_schema.valid_keys(Config)

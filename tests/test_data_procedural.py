@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 
 from orient3d import groups
 from orient3d.data import CLASSES, DataError, generate, load_dataset, procedural, train_test
@@ -100,10 +100,45 @@ def test_unknown_class_and_subset_of_classes() -> None:
     assert vs.class_names == ("lamp", "desk") and vs.labels.tolist() == [0, 1, 0, 1]
 
 
-def test_generation_is_fast() -> None:
-    t = time.perf_counter()
-    generate(500, 32, np.random.default_rng(0))
-    assert time.perf_counter() - t < 10.0  # 10,000 take a few seconds; see the benchmark
+def _same_up_to_translation(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two ``(K, 3)`` integer point sets differ by a translation only."""
+    return {tuple(v) for v in (a - a.min(0)).tolist()} == {
+        tuple(v) for v in (b - b.min(0)).tolist()
+    }
+
+
+def test_polycubes_are_asymmetric_under_every_rotation() -> None:
+    """No rotation of O but the identity maps a polycube's voxels onto themselves, even
+    up to translation (scipy's group as the reference, not the package's)."""
+    rots = np.rint(Rotation.create_group("O").as_matrix()).astype(int)  # (24, 3, 3)
+    rots = rots[[not np.array_equal(m, np.eye(3)) for m in rots]]
+    assert len(rots) == 23
+    vs = generate(300, 16, np.random.default_rng(11), classes=["polycube"])
+    for grid, name in zip(vs.voxels.numpy(), vs.ids, strict=True):
+        pts = np.argwhere(grid)  # (K, 3) occupied voxels
+        for m in rots:
+            assert not _same_up_to_translation(pts, pts @ m.T), (name, m.tolist())
+    assert int(vs.stabilizers.sum()) == len(vs)  # the identity alone, for every one
+
+
+def test_polycube_draws_again_until_asymmetric_and_gives_up_loudly(monkeypatch) -> None:
+    from orient3d.data import shapes
+
+    calls = {"n": 0}
+
+    def symmetric_first_30(cells: np.ndarray) -> bool:
+        calls["n"] += 1
+        return calls["n"] <= 30
+
+    monkeypatch.setattr(shapes, "_symmetric", symmetric_first_30)
+    got = shapes.polycube(np.random.default_rng(5))
+    replay = np.random.default_rng(5)
+    for _ in range(31):  # the 31st draw is the first one accepted
+        cells = shapes.polycube_cells(replay)
+    assert got == [shapes._box(*(v for c in cell for v in (c / 4, (c + 1) / 4))) for cell in cells]
+    monkeypatch.setattr(shapes, "_symmetric", lambda cells: True)
+    with pytest.raises(DataError, match=f"polycube: {shapes.POLYCUBE_TRIES} draws in a row"):
+        shapes.polycube(np.random.default_rng(5))
 
 
 def test_train_and_test_differ() -> None:
@@ -121,9 +156,7 @@ def test_cache_hit_is_identical_and_skips_generation(tmp_path: Path, monkeypatch
         raise AssertionError("generated again despite the cache")
 
     monkeypatch.setattr("orient3d.data.sources.generate", boom)
-    t = time.perf_counter()
     b = load_dataset("procedural", 16, "train", 27, seed=2, cache_dir=tmp_path)
-    assert time.perf_counter() - t < 1.0
     assert torch.equal(a.voxels, b.voxels) and torch.equal(a.stabilizers, b.stabilizers)
     assert a.ids == b.ids and a.class_names == b.class_names and torch.equal(a.labels, b.labels)
 

@@ -138,6 +138,8 @@ def test_run_state(tmp_path: Path) -> None:
         run_state(tmp_path / "c", other)
     fast = C.apply_overrides(cfg, ["train.threads=1", "train.device=cpu"])
     assert run_state(tmp_path / "c", fast) == "done"  # speed-only keys do not matter
+    moved = C.apply_overrides(cfg, [f"data.cache_dir={str(tmp_path / 'elsewhere')!r}"])
+    assert run_state(tmp_path / "c", moved) == "done"  # nor where the data are cached
     assert reusable_run("c", cfg, [tmp_path / "nowhere", tmp_path.parent]) is None
 
 
@@ -245,3 +247,13 @@ def test_cli_experiment_passes_overrides_and_reports_mismatch(
     assert "Mostly yes" in printed and "report: " in printed
     assert main(["experiment", str(toml), "--out", str(out), "--data.n_test=5"]) == 2
     assert "data.n_test" in capsys.readouterr().err
+
+
+def test_runtime_keys_have_one_definition() -> None:
+    """What a resume and an experiment's reuse of a run ignore is one list."""
+    from orient3d.experiments import runner
+    from orient3d.rundir import runs as rundir_runs
+
+    assert frozenset(C.RUNTIME_KEYS) == runner.IGNORED_KEYS
+    assert rundir_runs.RUNTIME_KEYS is C.RUNTIME_KEYS
+    assert {"data.cache_dir", "train.device", "train.threads"} <= set(C.RUNTIME_KEYS)

@@ -31,14 +31,34 @@ def _asymmetric(n: int) -> np.ndarray:
     return stab
 
 
+def _element(matrix: list[list[int]]) -> int:
+    """The index in O of the rotation with this matrix (acting on column vectors)."""
+    return O.index_of(np.array(matrix))
+
+
+# The identity; a quarter turn about x sending up (e_z) to +y; a quarter turn about z
+# (keeps up up). Found by their matrices, not by their place in the group's list.
+IDENTITY = _element([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+UP_TO_Y = _element([[1, 0, 0], [0, 0, 1], [0, -1, 0]])
+ABOUT_Z = _element([[0, -1, 0], [1, 0, 0], [0, 0, 1]])
+
+
 def test_pose_record_known_answers() -> None:
-    # class a: poses 0, 0, 0; class b: 5, 5, 7 (5 sends up to +y; 0 and 7 keep it up)
-    h = np.array([0, 0, 0, 5, 5, 7])
+    assert O.matrices[UP_TO_Y].numpy() @ np.array([0, 0, 1]) == pytest.approx([0, 1, 0])
+    # class a: all in the identity; class b: two send up to +y, one turns about z
+    h = np.array([IDENTITY, IDENTITY, IDENTITY, UP_TO_Y, UP_TO_Y, ABOUT_Z])
     labels = np.array([0, 0, 0, 1, 1, 1])
     rec = K.pose_record(h, _asymmetric(6), labels, ("a", "b"), min_frac=0.0)
     assert rec["global_consistency"] == pytest.approx(0.5)
     assert rec["class_consistency"] == pytest.approx((1 + 2 / 3) / 2)
-    assert rec["per_class"]["a"] == {"consistency": 1.0, "modal_pose": 0, "n": 3, "upright": 1.0}
+    assert rec["per_class"]["a"] == {
+        "consistency": 1.0,
+        "modal_pose": IDENTITY,
+        "n": 3,
+        "upright": 1.0,
+    }
+    assert rec["per_class"]["b"]["modal_pose"] == UP_TO_Y
+    assert rec["per_class"]["b"]["upright"] == pytest.approx(1 / 3)
     assert rec["n_used"] == 3 and rec["upright"] == pytest.approx(4 / 6)
     assert rec["upright_chance"] == pytest.approx(1 / 6)
 
@@ -144,7 +164,7 @@ def test_picture_has_one_row_per_class(tmp_path: Path) -> None:
     from PIL import Image
 
     w, h = Image.open(tmp_path / "p.png").size
-    assert w > h > 0  # 2 rows of 3
+    assert (w, h) == (3 * 98, 2 * 98)  # 2 classes by 3 columns of 96-pixel tiles, 2 apart
 
 
 def test_kind_is_registered() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from orient3d import groups, runs
@@ -68,3 +69,17 @@ def metric_values(run: Path) -> list[dict[str, Any]]:
         {k: v for k, v in r.items() if k not in TIMING}
         for r in runs.read_jsonl(run / "metrics.jsonl")
     ]
+
+
+def interrupted_fit(
+    cfg: Config, data: tuple[VoxelSet, VoxelSet], out: Path, epoch: int, step: int
+) -> None:
+    """Train into ``out`` and stop at ``step`` of ``epoch`` as Ctrl-C would (then resume it)."""
+    from orient3d.training.loop import fit
+
+    def stop(e: int, s: int, steps: int, loss: float, speed: float) -> None:
+        if (e, s) == (epoch, step):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, *data, out, progress=stop)

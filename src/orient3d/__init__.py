@@ -1,6 +1,6 @@
 """orient3d: 3D shape representations with orientation disentangled from shape.
 
-Conventions (written once, tested in ``tests/test_groups.py``):
+Conventions (written once, tested in ``tests/test_geometry_groups.py``):
 
 Shape letters
     B batch, G group order, D voxel side, Z latent size, K kept candidates.

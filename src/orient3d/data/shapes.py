@@ -25,10 +25,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from orient3d.errors import DataError
+
 Prim = tuple
 Builder = Callable[[np.random.Generator], list[Prim]]
 
-__all__ = ["BUILDERS", "Builder", "Prim"]
+__all__ = ["BUILDERS", "POLYCUBE_TRIES", "Builder", "Prim", "polycube"]
 
 
 def _box(x0: float, x1: float, y0: float, y1: float, z0: float, z1: float) -> Prim:
@@ -284,13 +286,26 @@ def _rotations() -> list[np.ndarray]:
 _ROTATIONS = _rotations()
 
 
+# Draws of polycube() before it gives up. About one draw in ten is symmetric, so 1000
+# symmetric draws in a row mean a broken generator (p ~ 1e-1000), not bad luck.
+POLYCUBE_TRIES = 1000
+
+
 def polycube(rng: np.random.Generator, lattice: int = 4) -> list[Prim]:
-    """A random polycube with no rotational symmetry (even up to translation)."""
-    cells = polycube_cells(rng, lattice)
-    for _ in range(20):
+    """A random polycube with no rotational symmetry (even up to translation).
+
+    Symmetric draws are rejected and drawn again from ``rng``; after
+    :data:`POLYCUBE_TRIES` symmetric draws in a row it raises a ``DataError``
+    rather than return a symmetric one."""
+    for _ in range(POLYCUBE_TRIES):
+        cells = polycube_cells(rng, lattice)
         if not _symmetric(cells):
             break
-        cells = polycube_cells(rng, lattice)
+    else:
+        raise DataError(
+            f"polycube: {POLYCUBE_TRIES} draws in a row were rotationally symmetric "
+            f"(lattice {lattice}); the generator cannot give an asymmetric polycube"
+        )
     s = 1.0 / lattice
     return [_box(i * s, (i + 1) * s, j * s, (j + 1) * s, k * s, (k + 1) * s) for i, j, k in cells]
 

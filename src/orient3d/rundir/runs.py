@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -139,11 +140,21 @@ def read_run_config(run: str | Path) -> Config:
     return load_config(p)
 
 
-class Scalars:
-    """TensorBoard events in ``RUN/tb`` (a no-op when tensorboard is not installed).
+@functools.cache
+def _warn_no_tensorboard() -> None:
+    """Say once per process that the TensorBoard events are not written, and the fix."""
+    log.warning(
+        "tensorboard is not installed: no TensorBoard events in RUN/tb (metrics.jsonl "
+        "has every number). Install it with: pip install -e '.[tensorboard]'"
+    )
 
-    Steps after ``start_epoch`` are purged, so a resumed run does not show the
-    epochs it redoes twice.
+
+class Scalars:
+    """TensorBoard events in ``RUN/tb``.
+
+    Without the tensorboard package it writes nothing and says so once per process
+    (a warning naming what to install). Steps after ``start_epoch`` are purged, so a
+    resumed run does not show the epochs it redoes twice.
     """
 
     def __init__(self, run: str | Path, start_epoch: int = 0, enabled: bool = True) -> None:
@@ -153,6 +164,7 @@ class Scalars:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
+            _warn_no_tensorboard()
             return
         self.writer = SummaryWriter(log_dir=str(Path(run) / "tb"), purge_step=start_epoch + 1)
 
@@ -308,10 +320,21 @@ def check_data_fingerprint(out: str | Path, fingerprint: str, allow_change: bool
     return True
 
 
-def note_resume(out: str | Path, epoch: int, command: str | None, fingerprint: str = "") -> None:
-    """Append this resume to ``meta.json`` (and a data change, with the new fingerprint)."""
+def note_resume(
+    out: str | Path,
+    epoch: int,
+    command: str | None,
+    fingerprint: str = "",
+    world: int | None = None,
+) -> None:
+    """Append this resume to ``meta.json``: a data change, with the new fingerprint, and
+    a change of the number of processes ``world`` (``world_size_changed_from``)."""
     meta = read_json(Path(out) / META)
     entry: dict[str, Any] = {"time": now(), "epoch": epoch, "command": command}
+    old_world = meta.get("world_size")
+    if world is not None and old_world is not None and old_world != world:
+        entry["world_size_changed_from"] = old_world
+        meta["world_size"] = world
     old = meta.get("data_fingerprint")
     if fingerprint and old != fingerprint:
         if old:

@@ -7,12 +7,13 @@
 - :mod:`.continuous`: continuous pose estimation (gradient, cube starts, grid +
   gradient refinement) built on :mod:`.poses`.
 
-The package namespace keeps the names of the former ``orient3d.search`` module.
+The package namespace keeps the names of the former ``orient3d.search`` module,
+but for the training mode ``SearchMode``: it lives above search, in
+:mod:`orient3d.training.modes.search` (its old module path ``orient3d.search_mode``
+still imports it).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from orient3d.search.discrete import (
     Choice,
@@ -35,13 +36,3 @@ __all__ = [
     "score_orientations",
     "scoring_context",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # Compatibility: ``orient3d.search.SearchMode`` (the training mode) moved to
-    # orient3d.training.modes.search; nothing in the package imports it from here.
-    if name == "SearchMode":
-        from orient3d.training.modes.search import SearchMode
-
-        return SearchMode
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,10 +18,11 @@ How a run stays the same run whatever the number of processes:
   global batch, as in one process.
 - A mode's per-object state (the search cache) is exchanged after every step
   (:func:`sync_mode_step`) and its per-epoch counters summed before
-  ``end_epoch`` (:func:`sync_mode_epoch`), as listed in its ``dist_sync``. A
-  mode's own random draws (the search's ``refresh_frac``, the ``continuous``
-  mode's poses) come from a per-rank generator, so those differ from one
-  process's draws (same distribution).
+  ``end_epoch`` (:func:`sync_mode_epoch`), as listed in its ``dist_sync``. The
+  ``continuous`` mode draws its poses and ``refresh_frac`` for the whole global
+  batch from the shared generator and keeps its rows (``ModeSync.shared_draws``),
+  as one process does; other modes' own draws (the search's ``refresh_frac``) come
+  from a per-rank generator, so those differ from one process's (same distribution).
 - Only rank 0 writes the run folder, logs, evaluates and checkpoints; the others
   wait for its result (:meth:`Dist.on_main`). Every rank loads the checkpoint on
   resume.
@@ -260,10 +261,13 @@ def check_batches(n_train: int, batch_size: int, dist: Dist) -> None:
         )
 
 
-def mode_generator(seed: int, dist: Dist, shared: torch.Generator) -> torch.Generator:
-    """The generator a mode draws from: the shared one in one process; a per-rank one
-    under DDP (the shared generator must advance alike on every rank)."""
-    if not dist.active:
+def mode_generator(
+    seed: int, dist: Dist, shared: torch.Generator, sync: ModeSync | None = None
+) -> torch.Generator:
+    """The generator a mode draws from: the shared one in one process, or when the mode
+    draws for the whole global batch (``sync.shared_draws``); else a per-rank one under
+    DDP (the shared generator must advance alike on every rank)."""
+    if not dist.active or (sync is not None and sync.shared_draws):
         return shared
     return torch.Generator().manual_seed(seed + _GEN_OFFSET * (dist.rank + 1))
 

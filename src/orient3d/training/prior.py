@@ -23,7 +23,7 @@ fresh uniform ``g``; the model picks ``r`` and its canonical frame is ``h = r⁻
 (relative to the stored pose). A prior over ``r`` itself (the shown frame) cannot
 reward agreement: ``r = g·h⁻¹`` is uniform whenever ``g`` is, whatever the ``h``,
 so its EM fixed point is the uniform prior (:func:`em_update` of uniformly drawn
-``r`` is uniform; ``tests/test_prior.py``). The prior is therefore over ``h``,
+``r`` is uniform; ``tests/test_training_prior.py``). The prior is therefore over ``h``,
 which the training loop knows because it drew ``g``: it is the prior of the
 generative model of the *stored* dataset, ``c = h⁻¹·y`` with ``y`` from the VAE
 and ``h ~ p(h)``, trained with augmentation. At test time ``g`` is unknown and the

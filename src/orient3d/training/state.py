@@ -6,6 +6,7 @@ training mode and the random generators; its ``state_dict`` is a checkpoint.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from orient3d.training.distributed import Dist
 from orient3d.training.modes import Mode, get_mode
 
 __all__ = ["TrainState", "build_state", "save_state"]
+
+log = logging.getLogger(__name__)
 
 
 _SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrainConfig], Any]] = {
@@ -70,6 +73,7 @@ class TrainState:
             "best_epoch": self.best_epoch,
             "stale": self.stale,
             "stopped": self.stopped,
+            "world": self.dist.world,  # the number of processes that trained it
             **self.extra,
         }
 
@@ -84,8 +88,24 @@ class TrainState:
         self.epoch, self.best, self.best_epoch = s["epoch"], s["best"], s["best_epoch"]
         self.stale, self.stopped = s["stale"], s["stopped"]
         gens = s.get("mode_gens")
-        if self.mode_gen is not None and gens is not None and len(gens) == self.dist.world:
+        saved_world = s.get("world", len(gens) if gens is not None else None)
+        if saved_world is not None and saved_world != self.dist.world:
+            self._warn_world_change(int(saved_world))
+        elif self.mode_gen is not None and gens is not None:
             self.mode_gen.set_state(gens[self.dist.rank].cpu())
+
+    def _warn_world_change(self, saved_world: int) -> None:
+        """A resume on another number of processes goes on, but is no longer exact."""
+        if self.dist.main:
+            log.warning(
+                "resuming a checkpoint of epoch %d trained by %d process(es) with %d: each "
+                "process now takes another slice of every batch and the mode's own random "
+                "draws restart from other generators (BatchNorm on the CPU also normalizes "
+                "over other slices), so the run will not match an uninterrupted one exactly",
+                self.epoch,
+                saved_world,
+                self.dist.world,
+            )
 
 
 def build_state(cfg: Config, train_set: VoxelSet, device: torch.device, dist: Dist) -> TrainState:
@@ -103,13 +123,18 @@ def build_state(cfg: Config, train_set: VoxelSet, device: torch.device, dist: Di
     )
     data_gen = torch.Generator().manual_seed(cfg.seed)
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    mode_gen = distributed.mode_generator(cfg.seed, dist, data_gen)
+    factory = get_mode(t.mode)
+    sync = getattr(factory, "dist_sync", None)
+    mode_gen = distributed.mode_generator(cfg.seed, dist, data_gen, sync)
+    mode = factory(cfg, train_set, mode_gen)
+    if sync is not None and sync.shared_draws:  # it keeps this rank's rows of each draw
+        mode.rank, mode.world = dist.rank, dist.world  # type: ignore[attr-defined]
     return TrainState(
         model=model,
         optimizer=opt,
         scheduler=_SCHEDULES[t.lr_schedule](opt, t),
         scaler=torch.amp.GradScaler(device.type, enabled=t.precision == "fp16"),
-        mode=get_mode(t.mode)(cfg, train_set, mode_gen),
+        mode=mode,
         data_gen=data_gen,
         noise_gen=noise_gen,
         forward=distributed.wrap_model(model, dist, device),

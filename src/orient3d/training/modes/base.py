@@ -34,6 +34,10 @@ class ModeSync:
     rows: tuple[str, ...] = ()  # (N, ...) per-object tensors: rows exchanged after each step
     sums: tuple[str, ...] = ()  # per-epoch counters (tensors or numbers): summed before end_epoch
     cats: tuple[str, ...] = ()  # per-epoch lists of tensors: joined before end_epoch
+    # the mode draws its random numbers for the whole global batch from the shared
+    # generator and keeps its own rows (its ``rank``, ``world`` attributes): N processes
+    # then draw what one process draws. Otherwise it gets a generator of its own per rank.
+    shared_draws: bool = False
 
 
 @dataclass

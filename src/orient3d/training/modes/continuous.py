@@ -73,12 +73,16 @@ class ContinuousMode:
 
     rotate_inputs = False  # the mode draws its own SO(3) poses
     # Under DDP (orient3d.training.distributed): per-object rows exchanged after each step,
-    # per-epoch counters summed and score lists joined before end_epoch. Each rank draws its G.
+    # per-epoch counters summed and score lists joined before end_epoch. Every rank draws
+    # the poses G (and refresh_frac) of the whole global batch from the shared generator
+    # and keeps its rows, so N processes show what one process shows.
     dist_sync = ModeSync(
         rows=("H.R", "H.t", "H.s", "searched_at", "refined_at", "epoch_R"),
         sums=("samples", "full", "refined", "hits", "passes"),
         cats=("scores",),
+        shared_draws=True,
     )
+    rank, world = 0, 1  # this process's place under DDP (set by training.state.build_state)
 
     def __init__(self, cfg: Config, train: VoxelSet, generator: torch.Generator) -> None:
         self.cfg, self.opt, self.gen = cfg.continuous, search_options(cfg.continuous), generator
@@ -121,7 +125,8 @@ class ContinuousMode:
         if c.refresh_every > 0:
             full |= self.searched_at[idx] < self.refresh_from
         if c.refresh_frac > 0:
-            full |= torch.rand(idx.shape[0], generator=self.gen) < c.refresh_frac
+            b = idx.shape[0]
+            full |= torch.rand(b * self.world, generator=self.gen)[self._mine(b)] < c.refresh_frac
         last = torch.maximum(self.searched_at[idx], self.refined_at[idx])
         due = (self.k - last >= c.refine_every) if c.refine_every > 0 else torch.zeros_like(full)
         return full, ~full & due
@@ -154,12 +159,16 @@ class ContinuousMode:
         self.refined_at[idx[ref]] = self.k
         return R
 
+    def _mine(self, b: int) -> slice:
+        """This process's ``b`` rows of a draw made for the whole global batch (``b`` each)."""
+        return slice(self.rank * b, (self.rank + 1) * b)
+
     def prepare(self, model: VAE, x_shown: Tensor, g: Tensor, idx: Tensor, epoch: int) -> Prepared:
         """Show ``x_shown (B, D, D, D)`` (as stored) in a random pose, then turn it back."""
         b = x_shown.shape[0]
         G = random_pose(
-            b, self.gen, translate=self.cfg.translate, scales=tuple(self.cfg.scale)
-        )  # (B,) on the CPU
+            b * self.world, self.gen, translate=self.cfg.translate, scales=tuple(self.cfg.scale)
+        )[self._mine(b)]  # (B,) on the CPU
         x = (apply(x_shown, G) > 0.5).to(x_shown.dtype)  # (B, D, D, D) binary view
         if not self.active:
             return Prepared(x=x, weight=None, choice=None)

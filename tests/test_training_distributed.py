@@ -89,13 +89,13 @@ def _assert_close(a: Any, b: Any, where: str = "") -> None:
         assert a == b, where
 
 
-def _compare_runs(one: Path, two: Path) -> None:
+def _compare_runs(one: Path, two: Path, rtol: float = RTOL, atol: float = ATOL) -> None:
     _assert_close(metric_values(one), metric_values(two))
     p1 = runs.load_checkpoint(one / "checkpoints" / "last.pt")["model"]
     p2 = runs.load_checkpoint(two / "checkpoints" / "last.pt")["model"]
     assert p1.keys() == p2.keys()
     for k in p1:
-        torch.testing.assert_close(p2[k], p1[k], rtol=RTOL, atol=ATOL, msg=k)
+        torch.testing.assert_close(p2[k], p1[k], rtol=rtol, atol=atol, msg=k)
 
 
 def _cache(tmp_path: Path) -> str:
@@ -233,18 +233,34 @@ def test_parallel_sweep_runs_equal_runs_alone(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_continuous_mode(tmp_path: Path) -> None:
-    """The continuous mode draws its own poses (per rank under DDP): it runs, and its
-    per-epoch counters add up over both ranks' samples."""
+def test_two_processes_continuous_mode_match_one_process(tmp_path: Path) -> None:
+    """Continuous mode: every rank draws the poses and the refresh_frac draws of the whole
+    global batch from the shared generator and keeps its rows, so two processes show
+    what one shows; the search cache is exchanged after each step, the counters added."""
     overrides = [
         *TINY,
         'train.mode="continuous"',
+        "train.epochs=3",
         "continuous.warmup_epochs=1",
+        "continuous.refresh_frac=0.5",  # random per sample: the draws must agree too
         *("continuous.grid_level=0", "continuous.levels=0", 'continuous.precision="fp32"'),
     ]
     two = _two_processes(tmp_path, overrides)
-    last = runs.read_jsonl(two / "metrics.jsonl")[-1]
-    assert last["search_active"]
-    parts = ("refreshed_frac", "refined_frac", "cache_hit_frac")
-    assert sum(last[k] for k in parts) == pytest.approx(1.0)
-    assert last["refreshed_frac"] == 1.0  # the first search epoch searches every object
+    one = _one_process(tmp_path, overrides)
+    # Every logged number (each count included) agrees as in the other tests; after 12
+    # Adam steps the rounding of the gradient sums has moved the parameters by up to
+    # ~1e-4 (Adam divides near-zero gradients by their own small scale). Views that
+    # differed would move them by orders of magnitude more, and the losses with them.
+    _compare_runs(one, two, rtol=1e-3, atol=3e-4)
+    recs = runs.read_jsonl(two / "metrics.jsonl")
+    assert recs[0]["search_active"] is False
+    # The first search epoch searches all 32 objects in full (none is cached yet).
+    assert recs[1]["refreshed_frac"] == 1.0 and recs[1]["forward_passes_per_sample"] == 24
+    # Then a seeded half is searched in full and the rest refined (refine_every=1): the
+    # same objects in one and two processes.
+    assert 0 < recs[2]["refreshed_frac"] < 1 and recs[2]["cache_hit_frac"] == 0.0
+    assert recs[2]["forward_passes_per_sample"] == pytest.approx(
+        24 * recs[2]["refreshed_frac"] + 27 * recs[2]["refined_frac"]
+    )
+    assert json.loads((two / "meta.json").read_text())["world_size"] == 2
+    assert runs.read_json(two / "results.json")["protocol"] == "so3+search"

@@ -23,8 +23,8 @@ from orient3d.transforms import (
     shift_offsets,
     undo,
 )
-from test_recover import _train_single
-from test_search import make_objects
+from test_evaluation_recovery import _train_single
+from test_search_discrete import make_objects
 
 
 def _blob(n: int = 3, d: int = 16, margin: int = 3, seed: int = 0) -> torch.Tensor:

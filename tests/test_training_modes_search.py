@@ -12,9 +12,10 @@ import torch
 from orient3d.config import Config, apply_overrides
 from orient3d.groups import cube_group, rotate, same_voxels
 from orient3d.model import VAE
-from orient3d.search import SearchMode, canonical_pose, score_orientations
+from orient3d.search import canonical_pose, score_orientations
 from orient3d.search_mode import temperature_at
-from test_search import make_objects, tiny_model
+from orient3d.training.modes.search import SearchMode
+from test_search_discrete import make_objects, tiny_model
 
 
 def _cfg(*overrides: str) -> Config:

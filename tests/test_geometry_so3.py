@@ -66,6 +66,20 @@ def test_geodesic_angle_known(angle: float, rots: torch.Tensor) -> None:
     assert torch.allclose(so3.geodesic_angle(A @ D, A), ang, atol=1e-9)
 
 
+def test_geodesic_angle_matches_scipy(rots: torch.Tensor) -> None:
+    """The angle of ``A⁻¹B`` as scipy's ``Rotation.magnitude`` gives it, for random pairs
+    and for quarter, half and third turns of the cube group (known: 90°, 180°, 120°)."""
+    A, B = rots[0], rots[1]  # (7, 3, 3) each
+    want = (Rotation.from_matrix(A.numpy()).inv() * Rotation.from_matrix(B.numpy())).magnitude()
+    np.testing.assert_allclose(so3.geodesic_angle(A, B).numpy(), want, atol=1e-9)
+    M = groups.cube_group().matrices.double()  # (24, 3, 3)
+    ang = so3.geodesic_angle(torch.eye(3, dtype=torch.float64), M).numpy()
+    np.testing.assert_allclose(ang, Rotation.from_matrix(M.numpy()).magnitude(), atol=1e-7)
+    assert sorted(np.round(np.degrees(ang)).astype(int).tolist()) == sorted(
+        [0] + [90] * 6 + [180] * 9 + [120] * 8
+    )
+
+
 def test_random_rotations_seeded_and_uniform() -> None:
     a = so3.random_rotations(4000, torch.Generator().manual_seed(3), dtype=torch.float64)
     b = so3.random_rotations(4000, torch.Generator().manual_seed(3), dtype=torch.float64)

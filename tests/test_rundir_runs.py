@@ -93,3 +93,46 @@ def test_prepare_new_run_refuses_non_empty_unless_forced(tmp_path: Path) -> None
 def test_read_run_config_of_a_non_run(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="not a run folder"):
         runs.read_run_config(tmp_path)
+
+
+def test_scalars_without_tensorboard_warn_once_naming_the_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    runs._warn_no_tensorboard.cache_clear()
+    with caplog.at_level("WARNING", logger="orient3d.rundir.runs"):
+        first = runs.Scalars(tmp_path / "a")
+        runs.Scalars(tmp_path / "b")  # a second run in the same process: no repeat
+        runs.Scalars(tmp_path / "c", enabled=False)  # not asked for: nothing to say
+    runs._warn_no_tensorboard.cache_clear()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "pip install -e '.[tensorboard]'" in warnings[0]
+    first.add({"epoch": 1, "train_loss": 1.0})  # writes nothing, raises nothing
+    first.close()
+    assert first.writer is None and not (tmp_path / "a" / "tb").exists()
+
+
+def test_scalars_with_tensorboard_write_events(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("tensorboard")
+    with caplog.at_level("WARNING", logger="orient3d.rundir.runs"):
+        s = runs.Scalars(tmp_path)
+    s.add({"epoch": 1, "train_loss": 1.0, "search_active": True})
+    s.close()
+    assert not caplog.records and list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_note_resume_records_data_and_world_size_changes(tmp_path: Path) -> None:
+    runs.write_json(tmp_path / "meta.json", {"world_size": 1, "data_fingerprint": "sha256:a"})
+    runs.note_resume(tmp_path, 2, "same", "sha256:a", world=1)
+    runs.note_resume(tmp_path, 3, "two processes", "sha256:b", world=2)
+    runs.note_resume(tmp_path, 4, "unknown world", "sha256:b")
+    meta = runs.read_json(tmp_path / "meta.json")
+    first, second, third = meta["resumed"]
+    assert "world_size_changed_from" not in first and "data_changed_from" not in first
+    assert second["world_size_changed_from"] == 1 and second["data_changed_from"] == "sha256:a"
+    assert "world_size_changed_from" not in third
+    assert meta["world_size"] == 2 and meta["data_fingerprint"] == "sha256:b"
