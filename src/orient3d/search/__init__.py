@@ -12,18 +12,20 @@ The package namespace keeps the names of the former ``orient3d.search`` module.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from orient3d.search.discrete import (
-    Choice,
-    Precision,
-    canonical_pose,
-    canonicalize,
-    choice_from_pose,
-    choose,
-    score_orientations,
-    scoring_context,
-)
+if TYPE_CHECKING:
+    from orient3d.search.discrete import (
+        Choice,
+        Precision,
+        canonical_pose,
+        canonicalize,
+        choice_from_pose,
+        choose,
+        score_orientations,
+        scoring_context,
+    )
 
 __all__ = [
     "Choice",
@@ -38,6 +40,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    # The names above load with orient3d.search.discrete on first use (it imports
+    # torch; orient3d.search.options does not).
+    if name in __all__:
+        return getattr(importlib.import_module("orient3d.search.discrete"), name)
     # Compatibility: ``orient3d.search.SearchMode`` (the training mode) moved to
     # orient3d.training.modes.search; nothing in the package imports it from here.
     if name == "SearchMode":
@@ -45,3 +51,7 @@ def __getattr__(name: str) -> Any:
 
         return SearchMode
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
