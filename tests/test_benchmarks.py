@@ -59,6 +59,7 @@ SMOKE = {
         "--no-write",
     ],
     "bench_demo.py": ["--tiny", "--workers", "1", "--no-write"],
+    "bench_startup.py": ["--repeats", "1", "--no-write"],
     "gpu_check.py": ["--device", "cpu", "--no-write"],
     "bench_pose.py": ["--epochs", "1", "--n-train", "16", "--n", "2", "--steps", "2", "--no-write"],
 }
