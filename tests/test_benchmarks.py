@@ -246,3 +246,18 @@ def test_bench_reliability_runs_one_cell(tmp_path: Path) -> None:
     )
     n = sum("::" in x for x in collect.stdout.splitlines())
     assert f"`python -m pytest --collect-only -q -o addopts= tests`: {n} cases collected" in out
+
+
+@pytest.mark.slow
+def test_bench_startup_rows_are_its_cases_against_import_torch(tmp_path: Path) -> None:
+    import bench_startup
+
+    out = _run("bench_startup.py", ["--repeats", "1", "--no-write"], tmp_path)
+    ((header, rows),) = _tables(_section(out, "## Start-up"))
+    assert header[:4] == ["case", "seconds (median)", "min–max", "− import torch"]
+    assert [r[0] for r in rows] == list(bench_startup.cases(tmp_path))
+    torch_s = float(rows[0][1])
+    for name, median, spread, diff in rows[1:]:
+        lo, hi = (float(v) for v in spread.split("–"))
+        assert lo == hi == float(median), name  # one repeat: min = max = median
+        assert float(diff.removesuffix(" s")) == pytest.approx(float(median) - torch_s, abs=0.011)

@@ -17,6 +17,7 @@ from orient3d.devices import (
 from orient3d.errors import ConfigError, RunError
 from orient3d.evaluate import eval_rotations, evaluate, load_run
 from orient3d.train import Prepared, SingleMode, TrainingDiverged, fit
+from orient3d.training import evaluation
 from train_helpers import TIMING, interrupted_fit, metric_values, tiny_config, tiny_data
 
 
@@ -241,7 +242,7 @@ def test_lr_schedules(tmp_path: Path, schedule: str, want: list[float]) -> None:
 
 def test_early_stopping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = train.evaluate
+    real = evaluation.evaluate
 
     def worse_each_epoch(*args: Any, **kwargs: Any) -> dict[str, Any]:
         out = real(*args, **kwargs)
@@ -249,7 +250,7 @@ def test_early_stopping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         out["test_neg_elbo"] = 100.0 + calls["n"]
         return out
 
-    monkeypatch.setattr(train, "evaluate", worse_each_epoch)
+    monkeypatch.setattr(evaluation, "evaluate", worse_each_epoch)
     cfg = tiny_config("train.epochs=6", "train.early_stopping=2", "data.n_train=8")
     result = fit(cfg, *tiny_data(cfg), tmp_path)
     assert result["epochs_run"] == 3 and result["early_stopped"] and result["best_epoch"] == 1

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from orient3d import runs, train
+from orient3d import runs
 from orient3d.data import VoxelSet, split_validation
 from orient3d.data.sources import validation_size
 from orient3d.errors import ConfigError, DataError
 from orient3d.train import fit
+from orient3d.training import evaluation
 from train_helpers import random_polycubes, tiny_config, tiny_data
 
 
@@ -71,7 +72,7 @@ def test_no_decision_reads_the_test_split(tmp_path: Path, monkeypatch: Any) -> N
 
     The test set's neg ELBO is made to fall each epoch in one run and to rise in the
     other: if the best checkpoint or early stopping read it, the runs would part."""
-    real = train.evaluate
+    real = evaluation.evaluate
     calls: dict[str, int] = {}
 
     def test_split_lies(model: Any, vs: VoxelSet, cfg: Any, **kw: Any) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def test_no_decision_reads_the_test_split(tmp_path: Path, monkeypatch: Any) -> N
             out["test_neg_elbo"] = 1e4 - step if vs.source == "test" else 1e4 + step
         return out
 
-    monkeypatch.setattr(train, "evaluate", test_split_lies)
+    monkeypatch.setattr(evaluation, "evaluate", test_split_lies)
     cfg = tiny_config("train.epochs=5", "train.early_stopping=2", "train.lr=0.02")
     train_set, test_a, test_b = _test_sets_apart(cfg)
     a = fit(cfg, train_set, test_a, tmp_path / "a")

@@ -60,7 +60,7 @@ def tiny_data(cfg: Config) -> tuple[VoxelSet, VoxelSet]:
     )
 
 
-TIMING = ("seconds", "samples_per_s")
+TIMING = ("seconds", "train_seconds", "eval_seconds", "samples_per_s")
 
 
 def metric_values(run: Path) -> list[dict[str, Any]]:

@@ -140,6 +140,9 @@ class TrainConfig:
     channels_last: bool = True  # channels_last_3d memory format
     threads: int = 0  # torch CPU threads (0: leave as is)
     eval_batch_size: int = 256  # batch size for test evaluation
+    # epochs between validation/test evaluations (the last epoch always); the best
+    # checkpoint and early stopping consider evaluated epochs only
+    eval_every: int = 1
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch always)
     progress: bool = True  # progress bar when output is a terminal
 
@@ -149,6 +152,7 @@ class TrainConfig:
         _check(0 < self.lr < math.inf, "train.lr", self.lr, "a finite number > 0")
         _check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, ">= 0")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, ">= 1")
+        _check(self.eval_every >= 1, "train.eval_every", self.eval_every, ">= 1")
 
 
 @dataclass(frozen=True)

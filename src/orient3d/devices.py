@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import logging
-import sys
 from collections.abc import Callable
 
 import torch
 
+from orient3d.allocator import tune_allocator  # re-exported: orient3d.devices.tune_allocator
 from orient3d.errors import ConfigError
 
 __all__ = [
@@ -22,8 +19,6 @@ __all__ = [
     "set_threads",
     "tune_allocator",
 ]
-
-log = logging.getLogger(__name__)
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -109,28 +104,3 @@ def set_threads(n: int) -> None:
     """Set torch's intra-op CPU threads (0 leaves them as they are)."""
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
-
-
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-
-
-def tune_allocator() -> bool:
-    """Keep freed memory in glibc's heap instead of unmapping it.
-
-    The same as starting with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``:
-    large tensors stop being mapped and unmapped on every step (millions of page
-    faults at 32³). Returns whether it was applied (glibc on Linux only).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2147483647))
-    log.debug("allocator tuning %s", "applied" if ok else "failed")
-    return ok

@@ -2,6 +2,11 @@
 
 Each subcommand module has a docstring (its help), ``add_args(parser)`` and
 ``main(args) -> int``. Logging handlers and progress bars live here only.
+
+Start-up: a subcommand module imports at its top only what its arguments need
+(no torch, numpy, scipy or matplotlib); ``main`` imports the heavy code. So
+``orient3d --help``, ``orient3d COMMAND --help`` and argument errors answer
+without importing torch (``tests/test_cli_startup.py``).
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from orient3d import __version__
-from orient3d.devices import tune_allocator
+from orient3d.allocator import tune_allocator
 from orient3d.errors import Orient3dError
 
-# name -> module; the order is the order of ``orient3d --help``.
+# name -> module; the order is the order of ``orient3d --help``. Every module must
+# import without torch (see the module docstring).
 COMMANDS: dict[str, str] = {
     "demo": "orient3d.cli.demo",
     "data": "orient3d.cli.data",
@@ -42,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, modname in COMMANDS.items():
         # Every listed subcommand must import: a missing or broken one is an error that
         # names it, never a command quietly absent from --help.
-        mod = importlib.import_module(modname)
+        mod = _command_module(name, modname)
         doc = (mod.__doc__ or "").strip()
         p = sub.add_parser(
             name,
@@ -53,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         mod.add_args(p)
         p.set_defaults(_main=mod.main)
     return parser
+
+
+def _command_module(name: str, modname: str) -> ModuleType:
+    try:
+        return importlib.import_module(modname)
+    except ImportError as err:
+        raise ImportError(f"orient3d {name}: cannot import {modname}: {err}") from err
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,15 +16,15 @@ import argparse
 import logging
 import os
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from orient3d.config import DataConfig
-from orient3d.data import VoxelSet, load_dataset
-from orient3d.data.arrays import trivial_fraction
 from orient3d.errors import ConfigError
-from orient3d.geometry import groups
-from orient3d.report import render
+
+if TYPE_CHECKING:  # (imported where used: torch and numpy load only for the work)
+    import numpy as np
+
+    from orient3d.data import VoxelSet
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,11 @@ def _short(obj_id: str) -> str:
 
 def preview_image(vs: VoxelSet, per_class: int = 8, obj: int = 0, size: int = 96) -> np.ndarray:
     """The preview sheet of ``vs``: class rows, then object ``obj`` in all 24 poses."""
+    import numpy as np
+
+    from orient3d.geometry import groups
+    from orient3d.report import render
+
     O = groups.cube_group()
     parts = []
     for k, name in enumerate(vs.class_names):
@@ -98,6 +103,12 @@ def check_preview_args(args: argparse.Namespace, n: int | None) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from orient3d.data import load_dataset
+    from orient3d.data.arrays import trivial_fraction
+    from orient3d.report import render
+
     n = args.n
     if n is None and args.source == "procedural":
         n = 50 * 9

@@ -19,10 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from orient3d.devices import resolve_device
-from orient3d.evaluation.protocols import DEFAULT_PROTOCOL, PROTOCOLS, evaluate, load_run
+from orient3d.evaluation.names import DEFAULT_PROTOCOL, PROTOCOLS
 from orient3d.rundir import runs
 
 _COLUMNS = ("test_mse", "test_iou", "test_bce", "test_tpr", "test_tnr", "test_neg_elbo")
@@ -44,10 +41,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    cfg0 = runs.read_run_config(args.run)  # (a wrong RUN is reported before torch loads)
+    import torch
+
     from orient3d.data import load_data
+    from orient3d.devices import resolve_device
+    from orient3d.evaluation.protocols import evaluate, load_run
     from orient3d.training.modes import get_mode
 
-    cfg0 = runs.read_run_config(args.run)
     device = resolve_device(args.device or cfg0.train.device)
     cfg, model = load_run(args.run, str(device))
     train_set, test_set = load_data(cfg)

@@ -25,20 +25,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from orient3d.data import VoxelSet
-from orient3d.data.sources import load_all
-from orient3d.devices import resolve_device
 from orient3d.errors import ConfigError
-from orient3d.evaluation import continuous as pose_eval
-from orient3d.evaluation.protocols import load_run
-from orient3d.evaluation.recovery import recover, recovery_table
-from orient3d.model import VAE
 from orient3d.rundir import runs
-from orient3d.search import continuous as pose
+from orient3d.search.options import METHOD_NAMES, PoseOptions
+
+if TYPE_CHECKING:  # main imports the heavy code
+    from orient3d.config import Config
+    from orient3d.data import VoxelSet
+    from orient3d.model import VAE
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -57,18 +53,22 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the rotations (default: the run's)")
     parser.add_argument("--device", help="device (default: the run's train.device)")
     parser.add_argument("--rotations", choices=("cube", "so3"), default="cube")
-    methods = (*pose.METHODS, "all")
+    methods = (*METHOD_NAMES, "all")
     parser.add_argument("--method", action="append", choices=methods, help="so3 (repeatable)")
     parser.add_argument("--threshold", type=float, default=10.0, help="so3 success, degrees")
-    parser.add_argument("--steps", type=int, default=pose.PoseOptions.steps, help="so3 gradient")
-    parser.add_argument("--top-k", type=int, default=pose.PoseOptions.top_k, help="so3 grid")
-    parser.add_argument("--levels", type=int, default=pose.PoseOptions.levels, help="so3 grid")
+    parser.add_argument("--steps", type=int, default=PoseOptions.steps, help="so3 gradient")
+    parser.add_argument("--top-k", type=int, default=PoseOptions.top_k, help="so3 grid")
+    parser.add_argument("--levels", type=int, default=PoseOptions.levels, help="so3 grid")
 
 
 def _so3(args: argparse.Namespace, model: VAE, test: VoxelSet, seed: int) -> dict[str, Any]:
     """Continuous recovery (``pose_eval.recover_continuous``) merged into RUN/recover.json."""
+    import torch
+
+    from orient3d.evaluation import continuous as pose_eval
+
     picked = args.method or ["all"]
-    methods = list(pose.METHODS) if "all" in picked else list(dict.fromkeys(picked))
+    methods = list(METHOD_NAMES) if "all" in picked else list(dict.fromkeys(picked))
     n = min(len(test), 50) if args.n is None else args.n
     result = pose_eval.recover_continuous(
         model,
@@ -101,22 +101,32 @@ def so3_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace, cfg0: Config) -> tuple[Config, VAE, VoxelSet, str]:
+    """The run's config and model, the objects to recover and where they come from."""
     from orient3d.data import load_data
+    from orient3d.data.sources import load_all
+    from orient3d.devices import resolve_device
+    from orient3d.evaluation.protocols import load_run
 
-    cfg0 = runs.read_run_config(args.run)
     device = resolve_device(args.device or cfg0.train.device)
     cfg, model = load_run(args.run, str(device))
-    if args.data:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=args.data))
-        classes = list(cfg.data.classes) or None
-        test_set = load_all(args.data, cfg.data.res, classes=classes, max_side=cfg.data.max_res)
-        where = f"every object of {args.data}"
-    else:
-        test_set = load_data(cfg)[1]
-        where = f"the test split of {cfg.data.source}"
+    if not args.data:
+        return cfg, model, load_data(cfg)[1], f"the test split of {cfg.data.source}"
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=args.data))
+    classes = list(cfg.data.classes) or None
+    test_set = load_all(args.data, cfg.data.res, classes=classes, max_side=cfg.data.max_res)
+    return cfg, model, test_set, f"every object of {args.data}"
+
+
+def main(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n: {args.n} is invalid, must be >= 1")
+    cfg0 = runs.read_run_config(args.run)  # (a wrong RUN is reported before torch loads)
+    import torch
+
+    from orient3d.evaluation.recovery import recover, recovery_table
+
+    cfg, model, test_set, where = _load(args, cfg0)
     seed = cfg.seed if args.seed is None else args.seed
     used = len(test_set) if args.n is None else args.n
     if args.rotations == "so3" and args.n is None:

@@ -15,8 +15,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from orient3d.report import write_report
-
 log = logging.getLogger(__name__)
 
 
@@ -28,6 +26,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from orient3d.report import write_report
+
     runs: list[Path] = args.runs
     out: Path = args.out or (runs[0] / "report.html" if len(runs) == 1 else Path("report.html"))
     path = write_report(runs, out)

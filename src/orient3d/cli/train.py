@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from orient3d.cli.checks import check_config_path
-from orient3d.config import apply_overrides, load_config
+from orient3d.config import Config, apply_overrides, load_config
 from orient3d.errors import ConfigError
 from orient3d.rundir import runs
-from orient3d.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -89,29 +88,32 @@ def _command_line(args: argparse.Namespace) -> str:
     return " ".join(map(shlex.quote, [*words, *args.overrides]))
 
 
-def main(args: argparse.Namespace) -> int:
-    from orient3d.training.loop import train
-
-    if not distributed.from_env().main:  # under torchrun, rank 0 alone reports
-        logging.getLogger("orient3d").setLevel(logging.WARNING)
+def _config(args: argparse.Namespace) -> tuple[Config, Path]:
+    """The run's config and folder, checked before torch loads (no tensors needed)."""
     check_config_path(args.config, args.overrides)
-    command = _command_line(args)
-    main_rank = distributed.from_env().main
     if args.resume:
         if args.config or args.out not in (None, args.resume):
             raise ConfigError("--resume RUN takes no CONFIG and no other --out")
         out = Path(args.resume)
-        cfg = apply_overrides(runs.read_run_config(out), args.overrides)
-        if main_rank:  # one writer per run folder, before the data load
-            runs.lock_run(out, command, create=False)
-    else:
-        if not args.out:
-            raise ConfigError("--out RUN is required (or --resume RUN)")
-        out = Path(args.out)
-        cfg = load_config(args.config, args.overrides)
-        if main_rank:
+        return apply_overrides(runs.read_run_config(out), args.overrides), out
+    if not args.out:
+        raise ConfigError("--out RUN is required (or --resume RUN)")
+    return load_config(args.config, args.overrides), Path(args.out)
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg, out = _config(args)
+    from orient3d.training import distributed
+    from orient3d.training.loop import train
+
+    main_rank = distributed.from_env().main
+    if not main_rank:  # under torchrun, rank 0 alone reports
+        logging.getLogger("orient3d").setLevel(logging.WARNING)
+    command = _command_line(args)
+    if main_rank:  # one writer per run folder, before the data load
+        if not args.resume:
             runs.check_new_run(out, args.force)
-            runs.lock_run(out, command)
+        runs.lock_run(out, command, create=not args.resume)
     bar = TqdmProgress() if cfg.train.progress and sys.stderr.isatty() else None
     clean = False
     try:

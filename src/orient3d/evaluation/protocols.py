@@ -33,6 +33,7 @@ from orient3d.config import Config
 from orient3d.data import VoxelSet
 from orient3d.devices import autocast
 from orient3d.errors import ConfigError, RunError
+from orient3d.evaluation.names import DEFAULT_PROTOCOL, PROTOCOLS
 from orient3d.geometry import groups, so3, transforms
 from orient3d.metrics.reconstruction import reconstruction_metrics
 from orient3d.model import VAE
@@ -50,13 +51,6 @@ __all__ = [
     "summary",
 ]
 
-PROTOCOLS = ("as_stored", "rotated", "rotated+search", "so3", "so3+search")
-DEFAULT_PROTOCOL = {
-    "single": "as_stored",
-    "augmented": "rotated",
-    "search": "rotated+search",
-    "continuous": "so3+search",
-}
 Canonicalize = Callable[[VAE, Tensor], "Tensor | None"]  # (model, x_shown (B,D,D,D)) -> r (B,)
 METRIC_KEYS = ("mse", "bce", "iou", "tpr", "tnr", "neg_elbo")
 _EVAL_SEED_OFFSET = 1_000_003  # keeps the test rotations apart from the training draws

@@ -30,21 +30,40 @@ trained elsewhere; :mod:`.slurm` trains the runs as SLURM jobs (submitit), where
 ``run_demo(out)`` runs all three at 16³ on procedural shapes (:mod:`.demo`).
 """
 
-from orient3d.experiments.core import (
-    KINDS,
-    analyze_experiment,
-    get_kind,
-    run_experiment,
-    spec_with,
-    write_report,
-)
-from orient3d.experiments.spec import (
-    ExperimentSpec,
-    RunSpec,
-    expand_runs,
-    load_spec,
-    spec_from_dict,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orient3d.experiments.core import (
+        KINDS,
+        analyze_experiment,
+        get_kind,
+        run_experiment,
+        spec_with,
+        write_report,
+    )
+    from orient3d.experiments.spec import (
+        ExperimentSpec,
+        RunSpec,
+        expand_runs,
+        load_spec,
+        spec_from_dict,
+    )
+
+# Where each name lives: loaded on first use, so that ``orient3d.experiments.launcher``
+# (read by the command line's argument parser) imports without torch.
+_HOME = {
+    **dict.fromkeys(
+        ("KINDS", "analyze_experiment", "get_kind", "run_experiment", "spec_with", "write_report"),
+        "orient3d.experiments.core",
+    ),
+    **dict.fromkeys(
+        ("ExperimentSpec", "RunSpec", "expand_runs", "load_spec", "spec_from_dict"),
+        "orient3d.experiments.spec",
+    ),
+}
 
 __all__ = [
     "KINDS",
@@ -59,3 +78,13 @@ __all__ = [
     "spec_with",
     "write_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import optimize as _opt
 
 from orient3d.metrics._common import ArrayLike, to_numpy
 
@@ -38,6 +37,8 @@ def fit_logistic(
         d = (np.exp(logits - lse[:, None]) - onehot) / n  # (N, K)
         grad = np.concatenate([(x.T @ d + 2.0 * l2 * w).ravel(), d.sum(axis=0)])
         return loss, grad
+
+    from scipy import optimize as _opt  # (here: a second to import, rarely needed)
 
     theta0 = np.zeros((zdim + 1) * n_classes)
     res = _opt.minimize(

@@ -16,7 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _st
+
+# scipy.stats is imported in the functions that use it: it takes about a second to
+# import, and training imports this module without needing it.
 
 __all__ = ["Comparison", "compare_groups", "format_ci", "mean_ci", "wilson_ci"]
 
@@ -43,6 +45,8 @@ def mean_ci(
     m = float(a.mean())
     if n == 1:
         return m, math.nan, math.nan
+    from scipy import stats as _st
+
     sem = float(a.std(ddof=1)) / math.sqrt(n)
     half = float(_st.t.ppf(0.5 + confidence / 2.0, df=n - 1)) * sem
     return m, m - half, m + half
@@ -60,6 +64,8 @@ def wilson_ci(k: float, n: float, confidence: float = 0.95) -> tuple[float, floa
         return math.nan, math.nan, math.nan
     if not 0 <= k <= n:
         raise ValueError(f"wilson_ci: need 0 <= k <= n, got k={k}, n={n}")
+    from scipy import stats as _st
+
     p = k / n
     z = float(_st.norm.ppf(0.5 + confidence / 2.0))
     z2 = z * z
@@ -104,6 +110,8 @@ def compare_groups(
         if np.ptp(xa) == 0 and np.ptp(xb) == 0:
             p = 1.0 if ma == mb else 0.0
         else:
+            from scipy import stats as _st
+
             p = float(_st.ttest_ind(xa, xb, equal_var=False).pvalue)
     else:
         p = math.nan

@@ -16,11 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+from orient3d.report.plots import agg_figure
+
+if TYPE_CHECKING:  # matplotlib loads when the first figure is drawn (~0.5 s)
+    from matplotlib.figure import Figure
 
 __all__ = ["Curve", "plot_curves", "plot_panels", "plot_pose_histograms"]
 
@@ -39,7 +42,6 @@ class Curve:
 def _save(fig: Figure, path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
     fig.savefig(out, format="png", dpi=100)
     return out
 
@@ -124,7 +126,7 @@ def plot_panels(
 ) -> Path:
     """:func:`plot_curves` side by side: one panel per ``(panel title, curves)``, shared y."""
     n = max(1, len(panels))
-    fig = Figure(figsize=(6.0 if n == 1 else 4.2 * n, 4.0), layout="constrained")
+    fig = agg_figure(figsize=(6.0 if n == 1 else 4.2 * n, 4.0), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
     for i, (ax, (name, curves)) in enumerate(zip(axes, panels)):
         _draw(ax, curves, logx=logx, logy=logy, hline=hline)
@@ -148,7 +150,7 @@ def plot_pose_histograms(
 ) -> Path:
     """Bar charts of pose counts, one panel per ``(label, counts)``, in a row."""
     n = max(1, len(hists))
-    fig = Figure(figsize=(3.2 * n, 2.8), layout="constrained")
+    fig = agg_figure(figsize=(3.2 * n, 2.8), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, (label, counts) in zip(axes, hists):
         c = np.asarray(counts, dtype=float)

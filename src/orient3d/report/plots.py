@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-__all__ = ["curves_png", "histograms_png"]
+if TYPE_CHECKING:  # matplotlib loads when the first figure is drawn (~0.5 s)
+    from matplotlib.figure import Figure
+
+__all__ = ["agg_figure", "curves_png", "histograms_png"]
 
 Series = tuple[str, Sequence[float], Sequence[float]]  # label, epochs, values
 
 
-def _png(fig: Figure) -> bytes:
+def agg_figure(**kw: Any) -> Figure:
+    """A matplotlib Figure on an Agg canvas (no pyplot, no global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kw)
     FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     return buf.getvalue()
@@ -28,7 +39,7 @@ def curves_png(panels: Sequence[tuple[str, Sequence[Series]]]) -> bytes:
         panels: ``(metric name, [(run label, epochs, values), ...])`` each.
     """
     n = len(panels)
-    fig = Figure(figsize=(4.2 * n, 3.4), layout="constrained")
+    fig = agg_figure(figsize=(4.2 * n, 3.4), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, (name, series) in zip(axes, panels):
         for label, xs, ys in series:
@@ -53,7 +64,7 @@ def histograms_png(hists: Sequence[tuple[str, Sequence[float]]], xlabel: str = "
     n = len(hists)
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig = Figure(figsize=(4.0 * cols, 2.6 * rows), layout="constrained")
+    fig = agg_figure(figsize=(4.0 * cols, 2.6 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).reshape(-1)
     for ax, (label, counts) in zip(axes, hists):
         c = np.asarray(counts, dtype=float)

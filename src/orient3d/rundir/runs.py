@@ -20,9 +20,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from orient3d import __version__
 from orient3d.config import RUNTIME_KEYS, Config, config_differences, dumps, load_config
@@ -38,6 +36,9 @@ from orient3d.rundir.jsonio import (
     write_text,
 )
 from orient3d.rundir.runcheck import epoch_problems, file_sha256
+
+if TYPE_CHECKING:  # torch is imported where a checkpoint is read or written
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """``torch.save`` ``state`` to ``path`` atomically; a full disk is a RunError.
 
     A failed write leaves the previous file at ``path`` as it was."""
+    import torch
+
     p = Path(path)
     try:
         with _atomic(p, "wb") as f:
@@ -111,6 +114,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    import torch
+
     p = Path(path)
     if not p.exists():
         raise RunError(f"{p}: checkpoint not found")
@@ -217,6 +222,8 @@ def now() -> str:
 
 def make_meta(command: str | None, device: str) -> dict[str, Any]:
     """The provenance written to ``RUN/meta.json``."""
+    import torch
+
     commit, dirty = git_info()
     return {
         "version": __version__,
@@ -293,6 +300,8 @@ def lock_run(out: str | Path, command: str | None = None, create: bool = True) -
 
 def data_fingerprint(*sets: Any) -> str:
     """``sha256:`` of the uint8 grids and labels of ``sets`` (VoxelSets), in order."""
+    import torch
+
     h = hashlib.sha256()
     for vs in sets:
         vox = vs.voxels.to(torch.uint8).contiguous().cpu()

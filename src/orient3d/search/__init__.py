@@ -15,16 +15,20 @@ still imports it).
 
 from __future__ import annotations
 
-from orient3d.search.discrete import (
-    Choice,
-    Precision,
-    canonical_pose,
-    canonicalize,
-    choice_from_pose,
-    choose,
-    score_orientations,
-    scoring_context,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orient3d.search.discrete import (
+        Choice,
+        Precision,
+        canonical_pose,
+        canonicalize,
+        choice_from_pose,
+        choose,
+        score_orientations,
+        scoring_context,
+    )
 
 __all__ = [
     "Choice",
@@ -36,3 +40,15 @@ __all__ = [
     "score_orientations",
     "scoring_context",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The names above load with orient3d.search.discrete on first use (it imports
+    # torch; orient3d.search.options does not).
+    if name in __all__:
+        return getattr(importlib.import_module("orient3d.search.discrete"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -35,21 +35,12 @@ from torch import Tensor, nn
 from orient3d.geometry import groups, so3
 from orient3d.geometry.transforms import Pose
 from orient3d.model import VAE
+from orient3d.search.options import PoseOptions
 from orient3d.search.poses import PoseSearch, score_poses, search
 
 __all__ = ["METHODS", "PoseOptions", "PoseResult", "estimate_pose", "frozen_eval", "pose_scores"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PoseOptions:
-    steps: int = 60  # gradient steps (Adam) of the final refinement
-    lr: float = 0.03  # Adam learning rate on the 6D parameters
-    top_k: int = 16  # grid-refine: rotations kept per object after each level
-    levels: int = 2  # grid-refine: subdivision rounds after the coarse grid
-    grid_level: int = 1  # grid-refine: level of the coarse SO(3) grid (96 rotations)
-    chunk: int = 256  # grids per forward pass when scoring candidates
 
 
 @dataclass

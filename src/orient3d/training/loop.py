@@ -4,8 +4,9 @@ The loop (:func:`fit`) reads top to bottom: each epoch draws a seeded permutatio
 of the training objects, cuts it into batches of the whole uint8 tensor, turns
 each sample by a fresh random element ``g`` of O when the mode asks for it, lets
 the mode prepare the grids the loss is computed on, takes an Adam step, then
-evaluates on the validation and test splits, logs one line of ``metrics.jsonl``
-and checkpoints. The validation split (``data.n_val`` objects carved from the
+evaluates on the validation and test splits (every ``train.eval_every`` epochs
+and the last: :mod:`orient3d.training.evaluation`), logs one line of
+``metrics.jsonl`` and checkpoints. The validation split (``data.n_val`` objects carved from the
 training objects, :func:`orient3d.data.split_validation`) makes every decision:
 the best checkpoint, early stopping. The test split is evaluated for reporting
 only; nothing the loop does depends on it.
@@ -34,10 +35,11 @@ from orient3d.data import VoxelSet, split_validation
 from orient3d.data.load import load_data  # re-exported: orient3d.train.load_data
 from orient3d.devices import autocast, check_precision, resolve_precision, set_threads
 from orient3d.errors import ConfigError, DataError, RunError
-from orient3d.evaluation.protocols import DEFAULT_PROTOCOL, evaluate, load_run
+from orient3d.evaluation.protocols import evaluate, load_run
 from orient3d.geometry import groups
 from orient3d.rundir import lock, runs
 from orient3d.training import distributed
+from orient3d.training.evaluation import evaluate_splits, finish, is_evaluated, select
 from orient3d.training.modes import MODES, AugmentedMode, Mode, Prepared, SingleMode, get_mode
 from orient3d.training.state import TrainState, build_state, save_state
 
@@ -147,23 +149,6 @@ def _train_epoch(
     return total / n, n / (time.perf_counter() - t0), norms / steps
 
 
-_EPOCH_KEYS = ("mse", "iou", "bce", "tpr", "tnr", "neg_elbo")
-
-
-def _evaluate_splits(
-    st: TrainState, cfg: Config, val_set: VoxelSet, test_set: VoxelSet
-) -> dict[str, Any]:
-    """``val_*`` and ``test_*`` metrics of the model now, under the mode's protocol."""
-    protocol = DEFAULT_PROTOCOL[cfg.train.mode]
-    out: dict[str, Any] = {}
-    for split, vs in (("val", val_set), ("test", test_set)):
-        if len(vs) == 0:
-            continue
-        ev = evaluate(st.model, vs, cfg, protocol=protocol, canonicalize=st.mode.canonicalize)
-        out.update({f"{split}_{k}": ev[f"test_{k}"] for k in _EPOCH_KEYS})
-    return out
-
-
 def _end_epoch(
     st: TrainState,
     cfg: Config,
@@ -172,27 +157,25 @@ def _end_epoch(
     loss: float,
     speed: float,
 ) -> dict[str, Any]:
-    """Evaluate, step the schedule and the early-stopping counter; the metrics record.
+    """The mode's epoch end, evaluation when due, the schedule; the metrics record.
 
-    The best epoch and early stopping read ``val_neg_elbo`` alone (with no
-    validation split, ``data.n_val=0``, the last epoch is kept)."""
+    Epochs that are not evaluated (``train.eval_every``) have no ``val_*`` or
+    ``test_*`` fields and leave the best epoch and early stopping as they were."""
     distributed.sync_mode_epoch(st.mode, st.dist)
     extras = st.mode.end_epoch(epoch)
     val_set, test_set = splits
-    # rank 0 evaluates, the others wait for its numbers
-    ev = st.dist.on_main(lambda: _evaluate_splits(st, cfg, val_set, test_set))
+    ev: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if is_evaluated(cfg, epoch):
+        # rank 0 evaluates, the others wait for its numbers
+        ev = st.dist.on_main(lambda: evaluate_splits(st, cfg, val_set, test_set))
+        select(st, cfg, ev, epoch)
+    eval_seconds = time.perf_counter() - t0
     lr = st.optimizer.param_groups[0]["lr"]
     st.scheduler.step()
     st.epoch = epoch
-    score = ev.get("val_neg_elbo", -epoch)  # no validation split: the latest is the best
-    if score < st.best:
-        st.best, st.best_epoch, st.stale = score, epoch, 0
-    else:
-        st.stale += 1
-    patience = cfg.train.early_stopping
-    st.stopped = patience > 0 and st.stale >= patience
     record: dict[str, Any] = {"epoch": epoch, "train_loss": loss, **ev}
-    record.update(lr=lr, samples_per_s=speed, **extras)
+    record.update(lr=lr, samples_per_s=speed, eval_seconds=eval_seconds, **extras)
     return record
 
 
@@ -233,7 +216,7 @@ def _open_run(
     if not st.dist.main:
         return
     st.extra["metrics"] = runs.restore_metrics(out / runs.METRICS, st.epoch, saved)
-    runs.note_resume(out, st.epoch, command, fingerprint)
+    runs.note_resume(out, st.epoch, command, fingerprint, world=st.dist.world)
     log.info("resuming %s after epoch %d", out, st.epoch)
 
 
@@ -335,6 +318,8 @@ def _fit(
             record = _end_epoch(st, cfg, (val_set, test_set), epoch, loss, speed)
             record["grad_norm"] = norm  # mean before clipping
             record["seconds"] = time.perf_counter() - t0
+            # the training steps and the mode's epoch end; the rest is eval_seconds
+            record["train_seconds"] = record["seconds"] - record["eval_seconds"]
             st.extra.setdefault("metrics", []).append(record)  # (in the checkpoint)
             if dist.main:
                 runs.append_jsonl(out / runs.METRICS, record)
@@ -343,72 +328,22 @@ def _fit(
                 _log_epoch(cfg, record, writer)
     finally:
         writer.close()
-    return _finish(st, cfg, test_set, out, device, "val" if len(val_set) else "last")
+    return finish(st, cfg, test_set, out, device, "val" if len(val_set) else "last")
 
 
 def _log_epoch(cfg: Config, record: dict[str, Any], writer: runs.Scalars) -> None:
     val = "  val neg ELBO %(val_neg_elbo).2f iou %(val_iou).3f" if "val_iou" in record else ""
+    test = (
+        "  test neg ELBO %(test_neg_elbo).2f mse %(test_mse).5f iou %(test_iou).3f"
+        if "test_iou" in record
+        else ""
+    )
     log.info(
-        "epoch %(epoch)d/%(epochs)d  train %(train_loss).2f" + val + "  test neg ELBO "
-        "%(test_neg_elbo).2f mse %(test_mse).5f iou %(test_iou).3f  (%(seconds).1f s, "
+        "epoch %(epoch)d/%(epochs)d  train %(train_loss).2f" + val + test + "  (%(seconds).1f s, "
         "%(samples_per_s).0f samples/s)",
         {**record, "epochs": cfg.train.epochs},
     )
     writer.add(record)
-
-
-def _finish(
-    st: TrainState,
-    cfg: Config,
-    test_set: VoxelSet,
-    out: Path,
-    device: torch.device,
-    selected_on: str,
-) -> dict[str, Any]:
-    """Evaluate the selected checkpoint on the test split and write results.json (rank 0;
-    every rank returns it)."""
-    return st.dist.on_main(lambda: _results(st, cfg, test_set, out, device, selected_on))
-
-
-def _results(
-    st: TrainState,
-    cfg: Config,
-    test_set: VoxelSet,
-    out: Path,
-    device: torch.device,
-    selected_on: str,
-) -> dict[str, Any]:
-    best = runs.checkpoint_path(out, "best")
-    if best.exists():
-        st.model.load_state_dict(runs.load_checkpoint(best, device)["model"])
-    result = evaluate(
-        st.model,
-        test_set,
-        cfg,
-        protocol=DEFAULT_PROTOCOL[cfg.train.mode],
-        canonicalize=st.mode.canonicalize,
-    )
-    records = runs.read_jsonl(out / runs.METRICS)
-    result.update(
-        mode=cfg.train.mode,
-        epochs_run=st.epoch,
-        best_epoch=st.best_epoch,
-        checkpoint="best" if best.exists() else "last",
-        # what chose the checkpoint: "val" (the validation split), "last" (data.n_val=0)
-        selected_on=selected_on,
-        early_stopped=st.stopped,
-        seconds_total=sum(float(r["seconds"]) for r in records),
-    )
-    runs.write_json(out / runs.RESULTS, result)
-    log.info(
-        "results (epoch %d, selected on %s): test mse %.5f  iou %.3f  (%s)",
-        st.best_epoch,
-        selected_on,
-        result["test_mse"],
-        result["test_iou"],
-        out,
-    )
-    return result
 
 
 def train(
