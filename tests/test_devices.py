@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import orient3d
-from orient3d import devices
+from orient3d import allocator
 from orient3d.devices import native_bf16, resolve_device, resolve_precision, tune_allocator
 from orient3d.errors import ConfigError
 
@@ -57,7 +57,7 @@ def _fake_cdll(monkeypatch: pytest.MonkeyPatch, libc: Any) -> None:
             raise libc
         return libc
 
-    monkeypatch.setattr(devices.sys, "platform", "linux")
+    monkeypatch.setattr(allocator.sys, "platform", "linux")
     monkeypatch.setattr(ctypes, "CDLL", cdll)
 
 
@@ -84,7 +84,7 @@ def test_tune_allocator_does_nothing_off_linux(monkeypatch: pytest.MonkeyPatch) 
     def cdll(name: str) -> Any:
         raise AssertionError("loaded a C library off Linux")
 
-    monkeypatch.setattr(devices.sys, "platform", "darwin")
+    monkeypatch.setattr(allocator.sys, "platform", "darwin")
     monkeypatch.setattr(ctypes, "CDLL", cdll)
     assert tune_allocator() is False
 
