@@ -12,10 +12,12 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from orient3d.config import ModelConfig
 from orient3d.data.binvox import binvox_bytes, read_binvox, read_binvox_header
 from orient3d.data.files import voxelize_trimesh
 from orient3d.geometry.groups import rotate, rotate_array
-from orient3d.orient.pose import summarize
+from orient3d.model import VAE
+from orient3d.orient.pose import find_orientations, summarize
 from orient3d.orient.record import COLUMNS, failed_row, shape_row, write_csv
 from orient3d.orient.shapes import SWAP_XY, find_inputs, read_shape, write_shape
 from orient_helpers import RES, O, l_mesh, matrix, turned
@@ -136,3 +138,13 @@ def test_inputs_keep_their_layout_and_collisions_fail(tmp_path: Path) -> None:
     assert reasons["e"] == "no such file or folder"
     _, bad = find_inputs([tmp_path / "a"], tmp_path / "a")
     assert "is the output folder" in bad[0][1]
+
+
+def test_orientations_do_not_depend_on_the_block_size() -> None:
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(width=4, latent=4), RES)
+    x = torch.rand(7, RES, RES, RES, generator=torch.Generator().manual_seed(1)) > 0.7
+    whole, parts = find_orientations(model, x, block=64), find_orientations(model, x, block=3)
+    for k in ("A", "score", "confidence", "margin", "symmetric"):
+        assert np.allclose(getattr(whole, k), getattr(parts, k), rtol=1e-5), k
+    assert torch.equal(whole.turned, parts.turned)

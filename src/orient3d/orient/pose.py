@@ -131,14 +131,30 @@ def find_orientations(
     temperature: float = 1.0,
     precision: Precision = "fp32",
     chunk: int = 256,
+    block: int = 64,
 ) -> Orientation:
     """The rotation to the model's canonical pose of each grid ``x (B, D, D, D)`` (0/1).
 
     ``rotations``: ``"cube"`` (the 24 of O, exact) or ``"so3"`` (continuous search);
     see the module docstring. The model is put in eval mode; no gradients reach it.
+    Grids go ``block`` at a time (each holds its 24 turned copies); ``chunk``: grids
+    per forward pass.
     """
     if rotations not in _FIND:
         raise ValueError(f"rotations must be one of {MODES}, got {rotations!r}")
     if x.dim() != 4 or not x.shape[1] == x.shape[2] == x.shape[3]:
         raise ValueError(f"x must be (B, D, D, D), got {tuple(x.shape)}")
-    return _FIND[rotations](model, x.to(torch.uint8), temperature, precision, chunk)
+    x = x.to(torch.uint8)
+    parts = [
+        _FIND[rotations](model, x[s : s + block], temperature, precision, chunk)
+        for s in range(0, len(x), block)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return Orientation(
+        **{k: np.concatenate([getattr(p, k) for p in parts]) for k in _ARRAYS},
+        turned=torch.cat([p.turned for p in parts]),
+    )
+
+
+_ARRAYS = ("A", "score", "confidence", "margin", "symmetric")
