@@ -61,6 +61,7 @@ SMOKE = {
     "bench_demo.py": ["--tiny", "--workers", "1", "--no-write"],
     "gpu_check.py": ["--device", "cpu", "--no-write"],
     "bench_pose.py": ["--epochs", "1", "--n-train", "16", "--n", "2", "--steps", "2", "--no-write"],
+    "bench_orient.py": ["--n-grids", "8", "--cube-turns", "1", "--so3-turns", "0", "--no-write"],
 }
 
 
