@@ -212,9 +212,17 @@ def test_default_model_is_shipped() -> None:
     assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
 
 
-def test_orient_is_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+def test_orient_is_a_command(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["orient", "--help"])
     assert "--min-confidence" in capsys.readouterr().out
     assert main(["orient", "x.off", "--out", "o", "--min-confidence", "2"]) == 2
     assert "--min-confidence: 2.0 is not in [0, 1]" in capsys.readouterr().err
+    (tmp_path / "f").write_text("")
+    assert main(["orient", "x.off", "--out", str(tmp_path / "f"), "--model", str(run)]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert (
+        main(["orient", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--model", str(run)])
+        == 1
+    )
+    assert "no such file or folder" in capsys.readouterr().err

@@ -13,14 +13,17 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from orient3d.config import ModelConfig
+from orient3d.data.arrays import reframe
 from orient3d.data.binvox import binvox_bytes, read_binvox, read_binvox_header
 from orient3d.data.files import voxelize_trimesh
+from orient3d.errors import RunError
 from orient3d.geometry.groups import rotate, rotate_array
 from orient3d.model import VAE
+from orient3d.orient.load import load_model
 from orient3d.orient.pose import find_orientations, summarize
 from orient3d.orient.record import COLUMNS, failed_row, shape_row, write_csv
 from orient3d.orient.shapes import SWAP_XY, find_inputs, read_shape, write_shape
-from orient_helpers import RES, O, l_mesh, matrix, turned
+from orient_helpers import RES, O, canonical_grids, l_mesh, matrix, tiny_run, turned
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.bool_, np.float32, np.uint16])
@@ -148,3 +151,32 @@ def test_orientations_do_not_depend_on_the_block_size() -> None:
     for k in ("A", "score", "confidence", "margin", "symmetric"):
         assert np.allclose(getattr(whole, k), getattr(parts, k), rtol=1e-5), k
     assert torch.equal(whole.turned, parts.turned)
+
+
+def test_reframe_frames_like_the_mesh_voxelizer() -> None:
+    framed = voxelize_trimesh(l_mesh(), RES)[None]
+    assert np.array_equal(reframe(framed, RES), framed)  # already framed: unchanged
+    for length in (6, 16):  # a one-voxel rod, scaled up and down
+        rod = np.zeros((1, RES, RES, RES), np.uint8)
+        rod[0, 5, 3, RES - length :] = 1
+        got = reframe(rod, RES)[0]
+        span = np.flatnonzero(got.any(axis=(0, 1)))
+        assert span.tolist() == list(range(1, RES - 1))  # 14 voxels long, centred, no gap
+        assert 1 <= got.sum(axis=2).astype(bool).sum() <= 4  # still thin
+
+
+def test_the_model_says_how_to_frame(tmp_path: Path) -> None:
+    run = tiny_run(tmp_path / "run", canonical_grids(), steps=1)
+    assert load_model(run).framing == "as_given" and load_model(run).temperature == 1
+    (run / "model.json").write_text('{"temperature": 3.5, "framing": "fit"}')
+    m = load_model(run)
+    assert (m.framing, m.temperature) == ("fit", 3.5)
+    small = np.zeros((RES,) * 3, np.uint8)
+    small[6:10, 7:9, 5:11] = 1
+    np.save(tmp_path / "s.npy", small)
+    assert np.array_equal(read_shape(tmp_path / "s.npy", RES).grids[0], small)
+    fitted = read_shape(tmp_path / "s.npy", RES, fit=True).grids[0]
+    assert np.array_equal(fitted, reframe(small[None], RES)[0])
+    (run / "model.json").write_text('{"temperature": 3.5, "framing": "stretch"}')
+    with pytest.raises(RunError, match="framing"):
+        load_model(run)

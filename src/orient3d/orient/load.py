@@ -9,9 +9,16 @@ furniture: chairs and monitors (ModelNet10 train grids) and the procedural chair
 table, bed, sofa, lamp, desk, shelf and monitor. ``scripts/build_default_model.py``
 rebuilds it.
 
+The default model was trained on grids framed as the mesh voxelizer frames meshes
+(:func:`orient3d.data.arrays.reframe`: the largest side spanning ``res - 2`` voxels,
+centred), so ``orient`` frames every grid that way before scoring it
+(``"framing": "fit"`` in model.json). The rotation found is applied to the file as
+it is; the framing only decides what the model sees.
+
 Any trained run folder works in its place (``--model RUN``); its canonical pose is
 the one it was trained in (mode ``single``) or learned (mode ``search``). A run
-folder may hold a ``model.json`` with a ``temperature``; without one ``T = 1``.
+folder may hold a ``model.json`` with a ``temperature`` and a ``framing``; without
+one ``T = 1`` and grids are scored as given (meshes are always voxelized centred).
 """
 
 from __future__ import annotations
@@ -40,19 +47,25 @@ class OrientModel:
     temperature: float  # its confidence temperature (model.json, else 1)
     name: str  # "default" or the run folder
     mode: str  # train.mode it was trained with
+    framing: str = "as_given"  # "fit": grids are reframed before scoring (model.json)
 
 
-def _temperature(folder: Path) -> float:
+FRAMINGS = ("as_given", "fit")
+
+
+def _meta(folder: Path) -> tuple[float, str]:
+    """``(temperature, framing)`` from the folder's model.json; ``(1, "as_given")`` without."""
     path = folder / META
     if not path.is_file():
-        return 1.0
+        return 1.0, "as_given"
     try:
-        t = float(json.loads(path.read_text())["temperature"])
+        meta = json.loads(path.read_text())
+        t, framing = float(meta["temperature"]), str(meta.get("framing", "as_given"))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise RunError(f"{path}: no valid 'temperature' ({err})") from err
-    if not t > 0:
-        raise RunError(f"{path}: temperature must be > 0, got {t}")
-    return t
+    if not t > 0 or framing not in FRAMINGS:
+        raise RunError(f"{path}: need temperature > 0, framing in {FRAMINGS}: {t}, {framing!r}")
+    return t, framing
 
 
 def load_model(run: str | Path | None = None, device: str = "cpu") -> OrientModel:
@@ -71,4 +84,5 @@ def load_model(run: str | Path | None = None, device: str = "cpu") -> OrientMode
             folder,
         )
     name = "default" if run is None else str(run)
-    return OrientModel(model, cfg.data.res, _temperature(folder), name, cfg.train.mode)
+    t, framing = _meta(folder)
+    return OrientModel(model, cfg.data.res, t, name, cfg.train.mode, framing)

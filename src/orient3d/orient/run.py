@@ -95,13 +95,13 @@ def _reason(err: Exception, path: Path) -> str:
     return msg.removeprefix(f"{path}: ")
 
 
-def _read(item: Item, res: int, rotations: str) -> Shape:
+def _read(item: Item, model: OrientModel, rotations: str) -> Shape:
     if rotations == "so3" and item.path.suffix.lower() in (".npy", ".npz", ".binvox"):
         raise DataError(
             "so3 rotations would resample a voxel grid (not exact); voxel files are "
             "oriented with --rotations cube"
         )
-    return read_shape(item.path, res)
+    return read_shape(item.path, model.res, fit=model.framing == "fit")
 
 
 def _batch(
@@ -116,7 +116,7 @@ def _batch(
     shapes: list[tuple[Item, Shape]] = []
     for it in items:
         try:
-            shapes.append((it, _read(it, model.res, opt.rotations)))
+            shapes.append((it, _read(it, model, opt.rotations)))
         except Exception as err:  # a bad file fails alone, whatever broke
             log.debug("%s: read failed", it.path, exc_info=True)
             res.rows.append(failed_row(str(it.path), _reason(err, it.path)))
@@ -152,8 +152,6 @@ def _write_file(
     t: float,
 ) -> tuple[list[dict[str, str]], np.ndarray]:
     kept = found.confidence[sl] < opt.min_confidence
-    applied = np.where(kept[:, None, None], np.eye(3), found.A[sl])
-    write_shape(shape, out / item.rel, applied)
     rows = []
     for k, i in enumerate(range(sl.start, sl.stop)):
         values = {
@@ -168,6 +166,7 @@ def _write_file(
         status = "kept" if kept[k] else "rotated"
         index = k if shape.multi else None
         rows.append(shape_row(str(item.path), index, str(item.rel), status, A, values))
+    write_shape(shape, out / item.rel, np.where(kept[:, None, None], np.eye(3), found.A[sl]))
     return rows, kept
 
 
@@ -196,6 +195,9 @@ def orient_paths(
     """Orient every shape file of ``inputs`` into ``out`` (module docstring)."""
     opt = options or OrientOptions()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)  # (one that cannot be made fails here, at once)
     t = model.temperature if opt.temperature is None else opt.temperature
     t0 = time.perf_counter()
     items, bad = find_inputs(inputs, out)
@@ -212,7 +214,6 @@ def orient_paths(
         samples += got.samples
         if progress is not None:
             progress(len(chunk), len(items))
-    out.mkdir(parents=True, exist_ok=True)
     write_csv(out / CSV, rows)
     if samples:
         _sheet(samples, out / SHEET)

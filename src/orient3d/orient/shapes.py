@@ -10,6 +10,9 @@ in its frame (axes x, y, z, z up), and what is needed to write the file back:
   (checks, resampling to the model's side, and for ``voxnet32_*`` files the swap of
   axes 0 and 1 into the ``.off`` frame), plus the stored arrays as they are.
 
+With ``fit`` (a model trained so) every scored grid is then framed like a
+voxelized mesh (:func:`orient3d.data.arrays.reframe`); the file itself is not.
+
 Writing (:func:`write_shape`) turns each shape by its rotation ``A`` (``out = A·in``,
 given in the model's frame) and writes it in its own format:
 
@@ -42,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from orient3d.data import files
-from orient3d.data.arrays import check_grids
+from orient3d.data.arrays import check_grids, reframe
 from orient3d.data.binvox import binvox_bytes, read_binvox, read_binvox_header
 from orient3d.errors import DataError
 from orient3d.geometry.groups import cube_group, rotate_array
@@ -142,21 +145,25 @@ def _npz(path: Path) -> tuple[dict[str, np.ndarray], bool]:
         return {k: z[k] for k in z.files}, compressed
 
 
-def read_shape(path: Path, res: int, max_side: int = files.DEFAULT_MAX_SIDE) -> Shape:
-    """Read one shape file for orienting at ``res³`` (see the module docstring).
+def read_shape(
+    path: Path, res: int, fit: bool = False, max_side: int = files.DEFAULT_MAX_SIDE
+) -> Shape:
+    """Read one shape file for orienting at ``res³`` (see the module docstring); ``fit``:
+    frame the grids the model scores with :func:`orient3d.data.arrays.reframe`.
 
     A DataError names the file and what is wrong with it."""
     ext = path.suffix.lower()
+    frame = reframe if fit else (lambda v, _: v)
     if ext in files.MESH_EXTENSIONS:
         mesh = files.read_mesh(path)
-        grid = files.voxelize_trimesh(mesh, res, name=str(path))
+        grid = check_grids(files.voxelize_trimesh(mesh, res, name=str(path)), str(path))
         centre = np.asarray(mesh.bounds, dtype=np.float64).mean(axis=0)
-        return Shape(path, "mesh", check_grids(grid, str(path)), False, np.eye(3), mesh, centre)
+        return Shape(path, "mesh", frame(grid, res), False, np.eye(3), mesh, centre)
     if ext not in GRID_EXTENSIONS:
         raise DataError(f"{path}: unknown extension {ext!r}; known: {', '.join(files.EXTENSIONS)}")
     loaded = files.load_file(path, res, max_side=max_side)
     swap = path.name.startswith(files.VOXNET_PREFIX)
-    shape = Shape(path, ext, loaded.voxels, False, SWAP_XY if swap else np.eye(3), None)
+    shape = Shape(path, ext, frame(loaded.voxels, res), False, SWAP_XY if swap else np.eye(3), None)
     if ext == ".npy":
         shape.data = np.load(path, allow_pickle=False)
         shape.multi = shape.data.ndim == 4
