@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -205,7 +207,7 @@ def test_so3_turns_meshes(run: Path, tmp_path: Path) -> None:
 
 def test_default_model_is_shipped() -> None:
     m = load_model()
-    assert m.res == 32 and m.mode == "single" and m.temperature > 0
+    assert m.res == 32 and m.mode == "single" and m.temperature > 0 and m.framing == "fit"
     weights = DEFAULT_MODEL / "checkpoints" / "best.pt"
     assert weights.stat().st_size < 4 * 2**20
     state = torch.load(weights, weights_only=True)["model"]
@@ -226,3 +228,23 @@ def test_orient_is_a_command(run: Path, tmp_path: Path, capsys: pytest.CaptureFi
         == 1
     )
     assert "no such file or folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_wheel_ships_the_default_model(tmp_path: Path) -> None:
+    """A non-editable install (a wheel, unpacked) finds the default model."""
+    root = Path(__file__).resolve().parents[1]
+    pip = [sys.executable, "-m", "pip", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(root)],
+        check=True,
+    )
+    wheel = next(tmp_path.glob("orient3d-*.whl"))
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True)
+    code = "import orient3d.orient as o; m = o.load_model(); print(o.__file__, m.res, m.framing)"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert Path(out[0]).is_relative_to(site) and out[1:] == ["32", "fit"]

@@ -27,8 +27,9 @@ file; the others go on, and the exit status is 1). DIR/before_after.png shows a
 sample of inputs beside their oriented versions.
 
 --model RUN: any trained run folder (default: the model shipped with orient3d, a
-single-orientation model at 32³ that knows upright furniture: chairs, monitors and
-the procedural chair, table, bed, sofa, lamp, desk, shelf and monitor).
+single-orientation model at 32³ that knows upright furniture: the ModelNet10 bed,
+chair, desk, dresser, monitor, night stand, sofa and table, and the procedural
+furniture, lamps and shelves included).
 """
 
 from __future__ import annotations

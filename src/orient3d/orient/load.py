@@ -5,9 +5,9 @@ out as a run folder: ``config.toml``, ``checkpoints/best.pt`` (weights stored as
 fp16, loaded into fp32) and ``model.json`` (how it was built, the exact command
 that rebuilds it, and the calibrated confidence temperature). It is a
 single-orientation model (``train.mode=single``) at 32³ that knows upright
-furniture: chairs and monitors (ModelNet10 train grids) and the procedural chair,
-table, bed, sofa, lamp, desk, shelf and monitor. ``scripts/build_default_model.py``
-rebuilds it.
+furniture: the ModelNet10 bed, chair, desk, dresser, monitor, night stand, sofa and
+table (train grids and train point clouds) and the procedural chair, table, bed,
+sofa, lamp, desk, shelf and monitor. ``scripts/build_default_model.py`` rebuilds it.
 
 The default model was trained on grids framed as the mesh voxelizer frames meshes
 (:func:`orient3d.data.arrays.reframe`: the largest side spanning ``res - 2`` voxels,
