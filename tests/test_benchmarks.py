@@ -261,3 +261,15 @@ def test_bench_startup_rows_are_its_cases_against_import_torch(tmp_path: Path) -
         lo, hi = (float(v) for v in spread.split("–"))
         assert lo == hi == float(median), name  # one repeat: min = max = median
         assert float(diff.removesuffix(" s")) == pytest.approx(float(median) - torch_s, abs=0.011)
+
+
+@pytest.mark.slow
+def test_bench_orient_counts_its_files(tmp_path: Path) -> None:
+    out = _run(
+        "bench_orient.py",
+        ["--n-grids", "8", "--cube-turns", "1", "--so3-turns", "0", "--no-write"],
+        tmp_path,
+    )
+    _printed_tables(out, "## Orient")
+    # 8 held-out grids, each turned once: 8 files oriented
+    assert re.search(r"\*\*Test grids \(voxnet32_test\), cube\*\*: 8 files in ", out), out[-2000:]

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "train": "orient3d.cli.train",
     "evaluate": "orient3d.cli.evaluate",
     "recover": "orient3d.cli.recover",
+    "orient": "orient3d.cli.orient",
     "experiment": "orient3d.cli.experiment",
     "report": "orient3d.cli.report",
     "compare": "orient3d.cli.compare",

@@ -14,7 +14,7 @@ import numpy as np
 
 from orient3d.errors import DataError
 
-__all__ = ["read_binvox", "write_binvox"]
+__all__ = ["binvox_bytes", "read_binvox", "read_binvox_header", "write_binvox"]
 
 
 def _header(buf: bytes, name: str) -> tuple[tuple[int, int, int], int]:
@@ -84,8 +84,16 @@ def _gib(dims: tuple[int, ...]) -> float:
     return 5 * float(np.prod(dims)) / 2**30
 
 
-def write_binvox(grid: np.ndarray, path: str | Path) -> Path:
-    """Write one ``(X, Y, Z)`` binary grid as binvox (inverse of :func:`read_binvox`)."""
+def read_binvox_header(path: str | Path) -> bytes:
+    """The header of a binvox file, up to and including its ``data`` line."""
+    buf = Path(path).read_bytes()
+    return buf[: _header(buf, str(path))[1]]
+
+
+def binvox_bytes(grid: np.ndarray, header: bytes | None = None) -> bytes:
+    """One ``(X, Y, Z)`` binary grid as a binvox file; ``header`` (from
+    :func:`read_binvox_header`, its ``dim`` line matching the grid) keeps a file's
+    ``translate`` and ``scale``, else a plain header is written."""
     g = (np.asarray(grid) > 0).astype(np.uint8)
     flat = g.transpose(0, 2, 1).reshape(-1)
     change = np.flatnonzero(np.diff(flat)) + 1
@@ -98,7 +106,15 @@ def write_binvox(grid: np.ndarray, path: str | Path) -> Path:
             pairs += [int(flat[s]), k]
             n -= k
     x, y, z = g.shape
-    head = f"#binvox 1\ndim {x} {y} {z}\ntranslate 0 0 0\nscale 1\ndata\n".encode()
+    if header is None:
+        header = f"#binvox 1\ndim {x} {y} {z}\ntranslate 0 0 0\nscale 1\ndata\n".encode()
+    elif _header(header, "header")[0] != (x, y, z):
+        raise ValueError(f"binvox header is for {_header(header, 'header')[0]}, grid is {g.shape}")
+    return header + bytes(pairs)
+
+
+def write_binvox(grid: np.ndarray, path: str | Path) -> Path:
+    """Write one ``(X, Y, Z)`` binary grid as binvox (inverse of :func:`read_binvox`)."""
     out = Path(path)
-    out.write_bytes(head + bytes(pairs))
+    out.write_bytes(binvox_bytes(grid))
     return out

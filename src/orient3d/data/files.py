@@ -50,7 +50,9 @@ __all__ = [
     "find_files",
     "load_file",
     "load_files",
+    "read_mesh",
     "voxelize_mesh",
+    "voxelize_trimesh",
 ]
 
 log = logging.getLogger(__name__)
@@ -170,8 +172,10 @@ def _mesh_source(path: Path) -> io.BytesIO:
     return io.BytesIO(data)
 
 
-def voxelize_mesh(path: str | Path, res: int, margin: int = 1) -> np.ndarray:
-    """A mesh file as one solid ``(res, res, res)`` grid, centred, aspect kept."""
+def read_mesh(path: str | Path) -> Any:
+    """A mesh file as one unprocessed ``trimesh.Trimesh`` (vertices and faces as stored);
+    a DataError names the file when it cannot be read, has no triangles or has a vertex
+    with NaN or infinite coordinates."""
     import trimesh
 
     name = str(path)
@@ -189,12 +193,22 @@ def voxelize_mesh(path: str | Path, res: int, margin: int = 1) -> np.ndarray:
     bad = int((~np.isfinite(mesh.vertices).all(axis=1)).sum())
     if bad:  # (processing would drop them silently, and the faces using them)
         raise DataError(f"{name}: {bad} vertex/vertices with NaN or infinite coordinates")
+    return mesh
+
+
+def voxelize_trimesh(mesh: Any, res: int, margin: int = 1, name: str = "mesh") -> np.ndarray:
+    """A ``trimesh.Trimesh`` as one solid ``(res, res, res)`` grid, centred, aspect kept.
+
+    Grid axes 0, 1, 2 are the mesh's x, y, z. The centre of the mesh's bounding box
+    (``mesh.bounds``) lands at the grid centre, up to the half voxel by which an odd
+    voxel count does not centre exactly: the rounding to whole voxels. ``mesh`` is not
+    changed."""
+    mesh = mesh.copy()
     mesh.process()
     extent = float(np.max(mesh.extents)) if len(mesh.faces) else 0.0
     if extent <= 0:
         raise DataError(f"{name}: mesh has degenerate vertices (zero extent)")
     n = res - 2 * margin
-    mesh = mesh.copy()
     # min corner at the origin: trimesh's lattice has a voxel centre at every
     # integer, so a side scaled to n - 1 covers exactly n voxels
     mesh.apply_translation(-mesh.bounds[0])
@@ -204,6 +218,11 @@ def voxelize_mesh(path: str | Path, res: int, margin: int = 1) -> np.ndarray:
     except Exception as err:
         raise DataError(f"{name}: voxelization failed ({err})") from err
     return _place_centred(np.asarray(grid, dtype=np.uint8), res)
+
+
+def voxelize_mesh(path: str | Path, res: int, margin: int = 1) -> np.ndarray:
+    """A mesh file as one solid ``(res, res, res)`` grid, centred, aspect kept."""
+    return voxelize_trimesh(read_mesh(path), res, margin, str(path))
 
 
 def _raw(

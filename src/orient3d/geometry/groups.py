@@ -28,6 +28,7 @@ __all__ = [
     "orbit",
     "relative",
     "rotate",
+    "rotate_array",
     "same_voxels",
     "stabilizer",
     "stabilizer_mask",
@@ -283,6 +284,19 @@ def rotate(x: Tensor, group: CubeGroup, g: int | Tensor) -> Tensor:
         idx = (g_cpu == e).nonzero(as_tuple=True)[0].to(x.device)
         out[idx] = _apply(x[idx], *ops[e])
     return out
+
+
+def rotate_array(a: np.ndarray, group: CubeGroup, g: int) -> np.ndarray:
+    """:func:`rotate` for a NumPy array of any dtype: ``(..., D, D, D)`` turned by element
+    ``g`` (the same axis permutation and flips), as a new contiguous array."""
+    if a.ndim < 3 or len(set(a.shape[-3:])) != 1:
+        raise ValueError(f"expected a cubic grid (..., D, D, D), got shape {a.shape}")
+    perm, flips = _axis_ops(group)[int(g)]
+    lead = a.ndim - 3
+    y = np.transpose(a, (*range(lead), *(lead + p for p in perm)))
+    if flips:
+        y = np.flip(y, axis=tuple(lead + f for f in flips))
+    return np.ascontiguousarray(y)
 
 
 def orbit(x: Tensor, group: CubeGroup) -> Tensor:

@@ -21,6 +21,7 @@ from orient3d.rundir import lock
 
 __all__ = [
     "append_jsonl",
+    "atomic_open",
     "read_json",
     "read_jsonl",
     "truncate_jsonl",
@@ -47,6 +48,9 @@ def _atomic(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+atomic_open = _atomic  # (a public name for writers outside run folders)
 
 
 def write_text(path: str | Path, text: str) -> None:
