@@ -60,6 +60,10 @@ SMOKE = {
     ],
     "bench_demo.py": ["--tiny", "--workers", "1", "--no-write"],
     "bench_startup.py": ["--repeats", "1", "--no-write"],
+    "bench_search_overhead.py": [
+        *("--n-train", "32", "--epochs", "3", "--widths", "4", "--threads", "1"),
+        *("--seeds", "2", "--check-n", "32", "--check-epochs", "2", "--no-write"),
+    ],
     "gpu_check.py": ["--device", "cpu", "--no-write"],
     "bench_pose.py": ["--epochs", "1", "--n-train", "16", "--n", "2", "--steps", "2", "--no-write"],
 }
