@@ -4,7 +4,11 @@ the answer. Writes "## Search per-step overhead" in BENCHMARKS.md.
     python benchmarks/bench_search_overhead.py [--n-train 512] [--epochs 12]
         [--widths 16 32] [--threads 1 2] [--seeds 3] [--no-write]
 
-Speed: for each model width and thread count, three variants train side by side
+Steady steps: the same three variants (below) take interleaved steps on the same
+batches with the cache already full and no triggered re-search, as in a steady
+epoch: step time / the augmented step, wall and CPU.
+
+Whole runs: for each model width and thread count, three variants train side by side
 (same init, data order and rotations; epochs interleaved, a different order each
 epoch; ``benchmarks/_side_by_side.py``): augmented, and search with the default
 SearchConfig (cache on) scoring in bf16 (what ``search.precision=auto`` chose on
@@ -115,6 +119,62 @@ def speed(width: int, threads: int, train: VoxelSet, epochs: int) -> dict[str, d
     return out
 
 
+def steady_steps(
+    width: int, threads: int, train: VoxelSet, steps: int
+) -> dict[str, dict[str, list[float]]]:
+    """Per variant: wall and CPU seconds of each steady cached step (cache full, no re-search).
+
+    The search variants start from a filled cache and ``search.max_stale=1`` (no
+    triggered re-search): each step scores only its ``refresh_frac`` samples in
+    full, as in a steady epoch. Steps interleave, a different order each time."""
+    torch.set_num_threads(threads)
+    base = [*BASE, f"model.width={width}", "search.max_stale=1"]
+    runs = {name: make_run(name, base, ov, 3, train) for name, ov in VARIANTS.items()}
+    for run in runs.values():
+        run.mode.start_epoch(run.model, 3)  # a search epoch after the warm-up
+        if run.cfg.train.mode == "search":
+            run.mode.poses[:, 0] = torch.randint(len(O), (len(train),), generator=run.data_gen)
+            run.mode.searched_at.fill_(run.mode.k)
+        run.model.train()
+    gen = torch.Generator().manual_seed(0)
+    out = {name: {"wall": [], "cpu": []} for name in runs}
+    names = list(runs)
+    for i in range(steps + 2):  # the first two warm up
+        idx = torch.randperm(len(train), generator=gen)[:64]
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            run = runs[name]
+            t0, c0 = time.perf_counter(), time.process_time()
+            _step(run, train.voxels, idx)
+            if i >= 2:
+                out[name]["wall"].append(time.perf_counter() - t0)
+                out[name]["cpu"].append(time.process_time() - c0)
+    return out
+
+
+def _step(run: Run, voxels: torch.Tensor, idx: torch.Tensor) -> None:
+    """One training step as in ``_side_by_side.train_epoch``."""
+    g = torch.randint(len(O), (idx.shape[0],), generator=run.data_gen)
+    x_shown = rotate(voxels[idx], O, g).float()
+    prep = run.mode.prepare(run.model, x_shown, g, idx, 3)
+    loss = run.model(prep.x, generator=run.noise_gen).neg_elbo.mean()
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+
+
+def steady_rows(width: int, threads: int, res: dict[str, dict[str, list[float]]]) -> list[str]:
+    aug = res["augmented"]
+    lines = []
+    for name, r in res.items():
+        if name == "augmented":
+            continue
+        wall = statistics.median(a / b for a, b in zip(r["wall"], aug["wall"]))
+        cpu = statistics.median(a / b for a, b in zip(r["cpu"], aug["cpu"]))
+        ms = 1e3 * statistics.median(aug["wall"])
+        lines.append(f"| {width} | {threads} | {name} | {wall:.2f}× | {cpu:.2f}× | {ms:.0f} ms |")
+    return lines
+
+
 def speed_rows(width: int, threads: int, res: dict[str, dict[str, Any]]) -> list[str]:
     aug = res["augmented"]
     lines = []
@@ -182,12 +242,14 @@ def answer(seeds: int, n: int, epochs: int, tmp: Path) -> dict[str, dict[str, li
 
 def _ci(values: list[float], digits: int = 4, bounds: tuple[float, float] | None = None) -> str:
     m, lo, hi = mean_ci(values)
-    if bounds is not None:  # a fraction's interval stays in [0, 1]
+    if bounds is not None and len(values) > 1:  # a fraction's interval stays in [0, 1]
         lo, hi = max(bounds[0], lo), min(bounds[1], hi)
     return format_ci(m, lo, hi, digits=digits)
 
 
-def section(args: argparse.Namespace, machine: str, speeds: list[str], ans: dict) -> str:
+def section(
+    args: argparse.Namespace, machine: str, steady: list[str], speeds: list[str], ans: dict
+) -> str:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     auto_now = scoring_precision(torch.device("cpu"), "auto")
     cmd = "python benchmarks/bench_search_overhead.py " + " ".join(
@@ -201,9 +263,19 @@ def section(args: argparse.Namespace, machine: str, speeds: list[str], ans: dict
         f"{torch.__version__}; `search.precision=auto` scores in {auto_now} here. "
         f"16³ procedural data, {args.n_train} training objects, latent 16, batch 64, fp32 "
         f"training, {args.epochs} epochs (1 warm-up), default SearchConfig (cache on, "
-        "refresh every 16 search epochs, 5% of each step searched in full, max_stale 0.05). "
-        "Ratios against the augmented epoch of the same index; steady: search epochs "
-        f"scoring < {STEADY_ROWS:g} rows per sample.",
+        "refresh every 16 search epochs, 5% of each step searched in full, max_stale 0.05).",
+        "",
+        f"Steady cached steps ({args.steps} interleaved steps per variant; the cache "
+        "filled, no triggered re-search: each step searches its 5% in full): step time / "
+        "the augmented step on the same batch, median.",
+        "",
+        "| width | threads | variant | step, wall | step, CPU | augmented step (wall) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *steady,
+        "",
+        f"Whole runs of {args.epochs} epochs, interleaved: time / the augmented epoch of the "
+        f"same index; steady: search epochs scoring < {STEADY_ROWS:g} rows per sample (no "
+        "full, scheduled or triggered re-search); rows / sample over those epochs.",
         "",
         "| width | threads | variant | steady, wall (median) | steady, CPU (median) | "
         "whole run, wall | scoring share of steady wall | steady epochs | rows / sample |",
@@ -233,6 +305,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--widths", type=int, nargs="+", default=[16, 32])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--steps", type=int, default=40, help="steady steps per variant")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--check-n", type=int, default=512)
     p.add_argument("--check-epochs", type=int, default=8)
@@ -242,13 +315,18 @@ def main() -> int:
     machine = machine_line()
     print(f"CPU: {machine}", flush=True)
     train, _ = train_test("procedural", 16, args.n_train, 1, 0)
-    speeds = []
+    steady, speeds = [], []
+    for width in args.widths:
+        for threads in args.threads:
+            res = steady_steps(width, threads, train, args.steps)
+            steady += steady_rows(width, threads, res)
+            print("\n".join(steady[-2:]), flush=True)
     for width in args.widths:
         for threads in args.threads:
             speeds += speed_rows(width, threads, speed(width, threads, train, args.epochs))
     with tempfile.TemporaryDirectory() as d:
         ans = answer(args.seeds, args.check_n, args.check_epochs, Path(d))
-    text = section(args, machine, speeds, ans)
+    text = section(args, machine, steady, speeds, ans)
     print(text)
     if not args.no_write:
         write_section(text)
