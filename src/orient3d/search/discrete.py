@@ -134,6 +134,7 @@ def score_orientations(
         raise ValueError(f"x must be (B, D, D, D), got {tuple(x.shape)}")
     b, d = x.shape[0], x.shape[-1]
     inverse = group.inverse.to(x.device)
+    inv_all = group.inverse.tolist()
     if candidates is not None:
         if candidates.dim() != 2 or candidates.shape[0] != b:
             raise ValueError(f"candidates must be (B, K) = ({b}, K), got {tuple(candidates.shape)}")
@@ -145,7 +146,7 @@ def score_orientations(
         for s in range(0, b, per):
             xb = x[s : s + per]  # (b', D, D, D)
             if candidates is None:
-                rows = orbit(xb, group)[:, inverse]  # (b', G, D, D, D): row r is r⁻¹·x
+                rows = orbit(xb, group, inv_all)  # (b', G, D, D, D): row r is r⁻¹·x
             else:
                 rows = rotate(xb.repeat_interleave(k, 0), group, inv_c[s : s + per].reshape(-1))
             rows = rows.reshape(-1, d, d, d)  # (b' K, D, D, D)
