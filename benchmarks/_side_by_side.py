@@ -33,6 +33,7 @@ class Run:
     data_gen: torch.Generator
     noise_gen: torch.Generator
     seconds: list[float] = field(default_factory=list)  # wall time of each epoch
+    cpu_seconds: list[float] = field(default_factory=list)  # CPU time of each epoch (process)
     mse: list[float] = field(default_factory=list)  # test MSE after each epoch, if measured
     extras: list[dict[str, Any]] = field(default_factory=list)  # mode.end_epoch() records
 
@@ -42,7 +43,8 @@ def make_run(name: str, base: list[str], overrides: list[str], epochs: int, trai
     cfg = apply_overrides(Config(), [*base, f"train.epochs={epochs}", *overrides])
     torch.manual_seed(cfg.seed)
     model = VAE(cfg.model, cfg.data.res).use_channels_last()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    # foreach, as the training loop has it on CPU (one kernel per op over all parameters)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, foreach=True)
     mode = get_mode(cfg.train.mode)(cfg, train, torch.Generator().manual_seed(cfg.seed + 7))
     gens = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
     return Run(name, cfg, model, opt, mode, *gens)
@@ -51,7 +53,7 @@ def make_run(name: str, base: list[str], overrides: list[str], epochs: int, trai
 def train_epoch(run: Run, voxels: torch.Tensor, epoch: int, max_steps: int = 0) -> float:
     """One epoch of the training step; returns its wall time (evaluation excluded)."""
     run.model.train()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     run.mode.start_epoch(run.model, epoch)
     n, bs = voxels.shape[0], run.cfg.train.batch_size
     perm = torch.randperm(n, generator=run.data_gen)
@@ -71,5 +73,6 @@ def train_epoch(run: Run, voxels: torch.Tensor, epoch: int, max_steps: int = 0) 
         loss.backward()
         run.opt.step()
     seconds = time.perf_counter() - t0
+    run.cpu_seconds.append(time.process_time() - c0)
     run.extras.append(run.mode.end_epoch(epoch))
     return seconds

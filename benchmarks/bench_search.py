@@ -22,13 +22,13 @@ The naive Python loop (per sample, per element, one forward each) is timed for a
 few steps only and extrapolated to an epoch (labelled). Also measured: bf16/fp32
 agreement of the hard choice, the staleness of a cached pose, and recovery
 throughput at 32³ scoring all 24 elements. Writes the "## Search" section of
-BENCHMARKS.md (only that section).
+BENCHMARKS.md (only that section). The cost of the default (cached) search per
+step at other widths and thread counts: ``bench_search_overhead.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from _machine import machine_line
 from _sections import write_section
 from _side_by_side import Run, make_run, train_epoch
 from orient3d.config import Config
@@ -279,7 +280,7 @@ def markdown(args: argparse.Namespace, rows: list[list[str]], extra: dict[str, A
             "",
             "`python benchmarks/bench_search.py` "
             f"(--epochs {args.epochs} --n-train {args.n_train} --threads {args.threads}), "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {extra['machine']}, "
             f"torch threads {torch.get_num_threads()}, torch {torch.__version__}. "
             f"16³ procedural data ({args.n_train} train / {args.n_test} test objects), "
             "model width 16, latent 32, batch 64, Adam 2e-3 constant, fp32 training, "
@@ -325,6 +326,8 @@ def main() -> int:
     p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args()
     tune_allocator()
+    machine = machine_line()
+    print(f"CPU: {machine}", flush=True)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     train, test = train_test("procedural", 16, args.n_train, args.n_test, 0)
@@ -354,6 +357,7 @@ def main() -> int:
         torch.cat([train.stabilizers, test.stabilizers]),
     )
     extra = {
+        "machine": machine,
         "stale": {k: statistics.mean(v) for k, v in sorted(by_k.items())},
         "agree": bf16_agreement(runs[SEARCH_REF].model, both, 5),
         "agree_n": len(both),

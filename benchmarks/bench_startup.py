@@ -4,7 +4,8 @@
 
 Each case is a fresh ``python -m orient3d ...`` process; the cases are
 interleaved over the repeats and medians reported, next to ``python -c "import
-torch"`` measured the same way. Help and argument errors should answer without
+torch"`` measured the same way: wall time, and the process's CPU time (user +
+system), which a busy machine disturbs far less. Help and argument errors should answer without
 torch; a command reaching its work (each probe below fails right after its
 imports, on a missing file) should cost at most ``import torch`` + 0.5 s.
 ``--baseline SRC`` times every case a second time with another version's
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -61,24 +63,32 @@ def cases(tmp: Path) -> dict[str, tuple[list[str], int]]:
     }
 
 
-def measure(repeats: int, baseline: Path | None) -> dict[str, dict[str, list[float]]]:
-    """version ("this", "baseline") -> case -> seconds of each repeat."""
+def _cpu_children() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+Times = dict[str, dict[str, list[tuple[float, float]]]]  # version -> case -> (wall, cpu)
+
+
+def measure(repeats: int, baseline: Path | None) -> Times:
+    """version ("this", "baseline") -> case -> (wall, CPU) seconds of each repeat."""
     versions = {"this": os.environ.get("PYTHONPATH", "")}
     if baseline is not None:
         versions["baseline"] = os.pathsep.join(filter(None, [str(baseline), versions["this"]]))
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         todo = cases(tmp)
-        times = {v: {name: [] for name in todo} for v in versions}
+        times: Times = {v: {name: [] for name in todo} for v in versions}
         for rep in range(repeats):
             for name, (argv, expected) in todo.items():
                 for version, path in versions.items():
                     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), _cpu_children()
                     proc = subprocess.run(
                         [sys.executable, *argv], capture_output=True, text=True, cwd=tmp, env=env
                     )
-                    times[version][name].append(time.perf_counter() - t0)
+                    times[version][name].append((time.perf_counter() - t0, _cpu_children() - c0))
                     if proc.returncode != expected:
                         raise SystemExit(
                             f"{version}: {name}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
@@ -87,30 +97,36 @@ def measure(repeats: int, baseline: Path | None) -> dict[str, dict[str, list[flo
     return times
 
 
-def section(times: dict[str, dict[str, list[float]]], cmd: str, machine: str) -> str:
-    this = times["this"]
-    base = times.get("baseline")
-    med = {k: statistics.median(v) for k, v in this.items()}
-    torch_s = med['python -c "import torch"']
+def _medians(values: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(v[0] for v in values), statistics.median(v[1] for v in values)
+
+
+def section(times: Times, cmd: str, machine: str) -> str:
+    this, base = times["this"], times.get("baseline")
+    med = {k: _medians(v) for k, v in this.items()}
+    _, torch_cpu = med['python -c "import torch"']
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
         HEADING,
         "",
         f"`{cmd}`, {when}, {machine} at the start (the machine is shared); Python "
-        f"{sys.version.split()[0]}. Wall time of a fresh process per case, cases interleaved, "
-        f"median of {len(next(iter(this.values())))} (min–max in brackets). The command "
-        "probes stop at their first error, right after the command's imports.",
+        f"{sys.version.split()[0]}. A fresh process per case, cases interleaved, medians of "
+        f"{len(next(iter(this.values())))}: wall time (its min–max in brackets) and CPU time "
+        "(user + system; steadier on a busy machine). The command probes stop at their "
+        "first error, right after the command's imports.",
         "",
-        "| case | seconds (median) | min–max | − import torch |"
-        + (" baseline (median) | this / baseline |" if base else ""),
-        "| --- | --- | --- | --- |" + (" --- | --- |" if base else ""),
+        "| case | wall s | wall min–max | CPU s | CPU − import torch |"
+        + (" baseline wall s | baseline CPU s | CPU this / baseline |" if base else ""),
+        "| --- | --- | --- | --- | --- |" + (" --- | --- | --- |" if base else ""),
     ]
     for name, values in this.items():
-        diff = "—" if name.startswith("python") else f"{med[name] - torch_s:+.2f} s"
-        row = f"| {name} | {med[name]:.2f} | {min(values):.2f}–{max(values):.2f} | {diff} |"
+        wall, cpu = med[name]
+        walls = [v[0] for v in values]
+        diff = "—" if name.startswith("python") else f"{cpu - torch_cpu:+.2f} s"
+        row = f"| {name} | {wall:.2f} | {min(walls):.2f}–{max(walls):.2f} | {cpu:.2f} | {diff} |"
         if base:
-            b = statistics.median(base[name])
-            row += f" {b:.2f} | {med[name] / b:.2f}× |"
+            bwall, bcpu = _medians(base[name])
+            row += f" {bwall:.2f} | {bcpu:.2f} | {cpu / bcpu:.2f}× |"
         lines.append(row)
     return "\n".join(lines)
 

@@ -146,6 +146,11 @@ def test_batched_rotate_and_orbit_equal_slow_loops(torch_gen: torch.Generator) -
     assert orb.shape == (7, 24, 6, 6, 6)
     for b, e in itertools.product(range(7), range(24)):
         assert torch.equal(orb[b, e], groups.rotate(xs[b], O, e))
+    picked = [5, 0, 17, 5]  # chosen elements, in their order (repeats allowed)
+    sub = groups.orbit(xs, O, torch.tensor(picked))
+    assert sub.shape == (7, 4, 6, 6, 6)
+    for b, (k, e) in itertools.product(range(7), enumerate(picked)):
+        assert torch.equal(sub[b, k], groups.rotate(xs[b], O, e))
 
 
 def test_rotate_rejects_bad_shapes() -> None:

@@ -16,6 +16,7 @@ from orient3d.search import (
     canonicalize,
     choice_from_pose,
     choose,
+    discrete,
     score_orientations,
 )
 
@@ -101,6 +102,20 @@ def test_bf16_scores_close_to_fp32() -> None:
     b = score_orientations(model, x, precision="bf16")
     assert b.dtype == torch.float32
     assert ((a - b).abs() / a.abs()).max() < 0.05
+
+
+@pytest.mark.parametrize(("bf16", "amx", "want"), [(True, True, "bf16"), (True, False, "fp32")])
+def test_auto_scores_in_bf16_on_cpus_with_amx_only(
+    monkeypatch: pytest.MonkeyPatch, bf16: bool, amx: bool, want: str
+) -> None:
+    monkeypatch.setattr(discrete, "native_bf16", lambda device: bf16)
+    monkeypatch.setattr(discrete, "_cpu_has_amx", lambda: amx)
+    cpu = torch.device("cpu")
+    assert discrete.scoring_precision(cpu, "auto") == want
+    for given in ("fp32", "bf16"):  # explicit choices are kept
+        assert discrete.scoring_precision(cpu, given) == given
+    with pytest.raises(ValueError, match="precision"):
+        discrete.scoring_precision(cpu, "fp16")
 
 
 def test_oh_scores_48_and_rotated_input_moves_the_argmin() -> None:

@@ -15,6 +15,7 @@ This module imports nothing else of orient3d.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -299,14 +300,18 @@ def rotate_array(a: np.ndarray, group: CubeGroup, g: int) -> np.ndarray:
     return np.ascontiguousarray(y)
 
 
-def orbit(x: Tensor, group: CubeGroup) -> Tensor:
+def orbit(x: Tensor, group: CubeGroup, elements: Sequence[int] | Tensor | None = None) -> Tensor:
     """All rotations of each grid at once: ``(B, D, D, D) -> (B, G, D, D, D)``.
 
     ``orbit(x)[b, g] == rotate(x[b], group, g)``. Works for any leading shape:
-    ``(..., D, D, D) -> (..., G, D, D, D)``.
+    ``(..., D, D, D) -> (..., G, D, D, D)``. ``elements`` (K indices) picks and
+    orders the rotations instead: ``orbit(x, group, e)[b, k] == rotate(x[b], group, e[k])``
+    (e.g. ``group.inverse`` for every ``r⁻¹·x``, with no gather afterwards).
     """
     _check_grid(x)
-    return torch.stack([_apply(x, *op) for op in _axis_ops(group)], dim=-4)
+    ops = _axis_ops(group)
+    chosen = ops if elements is None else [ops[int(e)] for e in elements]
+    return torch.stack([_apply(x, *op) for op in chosen], dim=-4)
 
 
 def stabilizer_mask(x: Tensor, group: CubeGroup) -> Tensor:

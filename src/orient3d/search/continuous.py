@@ -114,7 +114,7 @@ def _gradient(model: VAE, x: Tensor, opt: PoseOptions) -> PoseResult:
 
 def _cube_start(model: VAE, x: Tensor, opt: PoseOptions) -> PoseResult:
     O = groups.cube_group()
-    views = groups.orbit(x, O)[:, O.inverse]  # (B, G, D, D, D): [b, g] = g⁻¹·x, exact
+    views = groups.orbit(x, O, O.inverse)  # (B, G, D, D, D): [b, g] = g⁻¹·x, exact
     b, g = views.shape[:2]
     with torch.no_grad():
         scores = torch.cat(

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from orient3d.devices import resolve_precision
+from orient3d.devices import native_bf16, resolve_precision
 from orient3d.geometry.groups import CubeGroup, cube_group, orbit, relative, rotate
 
 __all__ = [
@@ -45,23 +45,47 @@ __all__ = [
     "canonicalize",
     "choose",
     "score_orientations",
+    "scoring_precision",
 ]
 
 Precision = Literal["auto", "fp32", "bf16"]
 
 
-@contextlib.contextmanager
-def scoring_context(model: nn.Module, device_type: str, precision: str) -> Iterator[None]:
-    """Eval mode (BatchNorm running stats), inference mode and optional bf16 autocast.
+def _cpu_has_amx() -> bool:
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
 
-    ``precision="auto"`` is bf16 where the device computes it natively, else fp32
-    (CPU bf16 without AVX512-BF16/AMX is emulated and several times slower).
 
-    The model's training flag is restored afterwards, also on error.
+def scoring_precision(device: torch.device, precision: str) -> str:
+    """The autocast of a scoring pass: ``"fp32"`` or ``"bf16"`` (``"auto"`` resolved).
+
+    ``auto`` is bf16 where bf16 matrix units make scoring faster: CUDA with bf16,
+    and CPUs with AMX. CPUs with AVX512-BF16 but no AMX score in fp32: there bf16
+    autocast measured no faster than fp32 for 16³ and 32³ scoring passes, and up to
+    1.7× slower for the cached search's small passes (a few samples × 24 rows) on 2
+    threads (BENCHMARKS.md, "## Search per-step overhead"); CPUs without native bf16
+    emulate it, several times slower.
     """
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    precision = resolve_precision(torch.device(device_type), precision)
+    if precision != "auto":
+        return precision
+    if device.type == "cpu":
+        return "bf16" if native_bf16(device) and _cpu_has_amx() else "fp32"
+    return resolve_precision(device, "auto")
+
+
+@contextlib.contextmanager
+def scoring_context(model: nn.Module, device_type: str, precision: str) -> Iterator[None]:
+    """Eval mode (BatchNorm running stats), inference mode and optional bf16 autocast
+    (``precision`` as :func:`scoring_precision` resolves it).
+
+    The model's training flag is restored afterwards, also on error.
+    """
+    precision = scoring_precision(torch.device(device_type), precision)
     was_training = model.training
     model.eval()
     try:
@@ -96,7 +120,7 @@ def score_orientations(
         sample: score with a sampled ``z`` (drawn from ``generator``) instead of
             the encoder mean.
         precision: ``"bf16"`` runs the passes under bf16 autocast (the losses are
-            summed in float32); ``"auto"``: bf16 where native, else fp32.
+            summed in float32); ``"auto"``: :func:`scoring_precision`.
         chunk: rows per forward pass; each pass holds whole samples, so at least
             one sample's ``G`` (or ``K``) rows.
         candidates: optional ``(B, K)`` element indices: score only those.
@@ -110,6 +134,7 @@ def score_orientations(
         raise ValueError(f"x must be (B, D, D, D), got {tuple(x.shape)}")
     b, d = x.shape[0], x.shape[-1]
     inverse = group.inverse.to(x.device)
+    inv_all = group.inverse.tolist()
     if candidates is not None:
         if candidates.dim() != 2 or candidates.shape[0] != b:
             raise ValueError(f"candidates must be (B, K) = ({b}, K), got {tuple(candidates.shape)}")
@@ -121,7 +146,7 @@ def score_orientations(
         for s in range(0, b, per):
             xb = x[s : s + per]  # (b', D, D, D)
             if candidates is None:
-                rows = orbit(xb, group)[:, inverse]  # (b', G, D, D, D): row r is r⁻¹·x
+                rows = orbit(xb, group, inv_all)  # (b', G, D, D, D): row r is r⁻¹·x
             else:
                 rows = rotate(xb.repeat_interleave(k, 0), group, inv_c[s : s + per].reshape(-1))
             rows = rows.reshape(-1, d, d, d)  # (b' K, D, D, D)

@@ -260,8 +260,9 @@ def fit(
 
     ``val_set`` None carves ``cfg.data.n_val`` objects out of ``train_set``
     (:func:`orient3d.data.split_validation`, seeded by ``cfg.seed``). The best
-    checkpoint and early stopping read the validation split only; the test split
-    is evaluated each epoch and at the end, for reporting. ``resume`` continues
+    checkpoint and early stopping read the validation split only, at the epochs
+    evaluated (every ``train.eval_every``-th and the last); the test split is
+    evaluated then and at the end, for reporting. ``resume`` continues
     from ``out``'s last checkpoint (same config, up to the runtime keys in
     ``runs.RUNTIME_KEYS``); ``force`` overwrites a non-empty ``out``.
     ``progress(epoch, step, steps, loss, samples_per_s)`` is called after every

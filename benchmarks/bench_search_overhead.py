@@ -1,0 +1,337 @@
+"""Search training's cost per step against augmented training, and that speed-ups keep
+the answer. Writes "## Search per-step overhead" in BENCHMARKS.md.
+
+    python benchmarks/bench_search_overhead.py [--n-train 512] [--epochs 12]
+        [--widths 16 32] [--threads 1 2] [--seeds 3] [--no-write]
+
+Steady steps: the same three variants (below) take interleaved steps on the same
+batches with the cache already full and no triggered re-search, as in a steady
+epoch: step time / the augmented step, wall and CPU.
+
+Whole runs: for each model width and thread count, three variants train side by side
+(same init, data order and rotations; epochs interleaved, a different order each
+epoch; ``benchmarks/_side_by_side.py``): augmented, and search with the default
+SearchConfig (cache on) scoring in bf16 (what ``search.precision=auto`` chose on
+a CPU with native bf16 before) and in what ``auto`` chooses now. 16³ procedural
+data, latent 16, batch 64, fp32 training. Per variant: the median over steady
+epochs (search epochs scoring < 2 rows per sample: no full or triggered
+re-search) of epoch time / the augmented epoch of the same index, wall and CPU
+time; the whole run's time / augmented's; the scoring's share of the steady
+epochs' wall time.
+
+Answer: the same two scoring precisions train search-hard runs through the real
+training loop (``orient3d.training.loop.fit``, 3 seeds, 512 objects, width 16, 8
+epochs); final test MSE (protocol rotated+search, exhaustive fp32 search for
+both) and global/class consistency of the test objects' canonical poses, with
+95% intervals over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from _machine import machine_line
+from _sections import write_section
+from _side_by_side import Run, make_run, train_epoch
+from orient3d.config import Config, apply_overrides
+from orient3d.data import VoxelSet, train_test
+from orient3d.devices import tune_allocator
+from orient3d.evaluation.protocols import eval_rotations, evaluate, load_run
+from orient3d.geometry.groups import cube_group, rotate
+from orient3d.metrics.consistency import class_consistency, global_consistency
+from orient3d.metrics.stats import format_ci, mean_ci
+from orient3d.model import VAE
+from orient3d.search import canonical_pose, canonicalize
+from orient3d.search.discrete import scoring_precision
+from orient3d.training.loop import fit
+
+HEADING = "## Search per-step overhead"
+O = cube_group()
+BASE = [
+    "data.res=16",
+    "model.latent=16",
+    "train.batch_size=64",
+    "train.lr=2e-3",
+    "train.precision=fp32",
+    "train.mode=search",
+]
+BEFORE, AFTER = "search, bf16 scoring (auto before)", "search, auto scoring (now)"
+VARIANTS = {
+    "augmented": ["train.mode=augmented"],
+    BEFORE: ["search.precision=bf16"],
+    AFTER: ["search.precision=auto"],
+}
+STEADY_ROWS = 2.0  # a search epoch scoring fewer rows per sample re-searched nothing at large
+
+
+def _timed_scoring(run: Run) -> list[float]:
+    """Wrap the mode's scoring call; returns the list its seconds accumulate into."""
+    spent = [0.0]
+    score: Callable[..., torch.Tensor] = run.mode._score
+
+    def timed(*args: Any, **kw: Any) -> torch.Tensor:
+        t0 = time.perf_counter()
+        out = score(*args, **kw)
+        spent[0] += time.perf_counter() - t0
+        return out
+
+    run.mode._score = timed
+    return spent
+
+
+def speed(width: int, threads: int, train: VoxelSet, epochs: int) -> dict[str, dict[str, Any]]:
+    """Per variant: per-epoch wall and CPU seconds, scoring seconds, rows per sample."""
+    torch.set_num_threads(threads)
+    base = [*BASE, f"model.width={width}"]
+    runs = {name: make_run(name, base, ov, epochs, train) for name, ov in VARIANTS.items()}
+    scoring = {name: _timed_scoring(r) for name, r in runs.items() if name != "augmented"}
+    score_s: dict[str, list[float]] = {name: [] for name in scoring}
+    names = list(runs)
+    for epoch in range(1, epochs + 1):
+        shift = epoch % len(names)
+        for name in names[shift:] + names[:shift]:
+            before = scoring[name][0] if name in scoring else 0.0
+            runs[name].seconds.append(train_epoch(runs[name], train.voxels, epoch))
+            if name in scoring:
+                score_s[name].append(scoring[name][0] - before)
+        line = "  ".join(f"{n[:12]} {r.seconds[-1]:.1f}s" for n, r in runs.items())
+        print(f"width {width} threads {threads} epoch {epoch}: {line}", flush=True)
+    out: dict[str, dict[str, Any]] = {}
+    for name, run in runs.items():
+        rows = [float(e.get("rows_scored_per_sample") or 0.0) for e in run.extras]
+        active = [bool(e.get("search_active")) for e in run.extras]
+        out[name] = {
+            "wall": run.seconds,
+            "cpu": run.cpu_seconds,
+            "score": score_s.get(name, [0.0] * epochs),
+            "rows": rows,
+            "steady": [a and r < STEADY_ROWS for a, r in zip(active, rows)],
+        }
+    return out
+
+
+def steady_steps(
+    width: int, threads: int, train: VoxelSet, steps: int
+) -> dict[str, dict[str, list[float]]]:
+    """Per variant: wall and CPU seconds of each steady cached step (cache full, no re-search).
+
+    The search variants start from a filled cache and ``search.max_stale=1`` (no
+    triggered re-search): each step scores only its ``refresh_frac`` samples in
+    full, as in a steady epoch. Steps interleave, a different order each time."""
+    torch.set_num_threads(threads)
+    base = [*BASE, f"model.width={width}", "search.max_stale=1"]
+    runs = {name: make_run(name, base, ov, 3, train) for name, ov in VARIANTS.items()}
+    for run in runs.values():
+        run.mode.start_epoch(run.model, 3)  # a search epoch after the warm-up
+        if run.cfg.train.mode == "search":
+            run.mode.poses[:, 0] = torch.randint(len(O), (len(train),), generator=run.data_gen)
+            run.mode.searched_at.fill_(run.mode.k)
+        run.model.train()
+    gen = torch.Generator().manual_seed(0)
+    out = {name: {"wall": [], "cpu": []} for name in runs}
+    names = list(runs)
+    for i in range(steps + 2):  # the first two warm up
+        idx = torch.randperm(len(train), generator=gen)[:64]
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            run = runs[name]
+            t0, c0 = time.perf_counter(), time.process_time()
+            _step(run, train.voxels, idx)
+            if i >= 2:
+                out[name]["wall"].append(time.perf_counter() - t0)
+                out[name]["cpu"].append(time.process_time() - c0)
+    return out
+
+
+def _step(run: Run, voxels: torch.Tensor, idx: torch.Tensor) -> None:
+    """One training step as in ``_side_by_side.train_epoch``."""
+    g = torch.randint(len(O), (idx.shape[0],), generator=run.data_gen)
+    x_shown = rotate(voxels[idx], O, g).float()
+    prep = run.mode.prepare(run.model, x_shown, g, idx, 3)
+    loss = run.model(prep.x, generator=run.noise_gen).neg_elbo.mean()
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+
+
+def steady_rows(width: int, threads: int, res: dict[str, dict[str, list[float]]]) -> list[str]:
+    aug = res["augmented"]
+    lines = []
+    for name, r in res.items():
+        if name == "augmented":
+            continue
+        wall = statistics.median(a / b for a, b in zip(r["wall"], aug["wall"]))
+        cpu = statistics.median(a / b for a, b in zip(r["cpu"], aug["cpu"]))
+        ms = 1e3 * statistics.median(aug["wall"])
+        lines.append(f"| {width} | {threads} | {name} | {wall:.2f}× | {cpu:.2f}× | {ms:.0f} ms |")
+    return lines
+
+
+def speed_rows(width: int, threads: int, res: dict[str, dict[str, Any]]) -> list[str]:
+    aug = res["augmented"]
+    lines = []
+    for name, r in res.items():
+        if name == "augmented":
+            continue
+        steady = [i for i, s in enumerate(r["steady"]) if s]
+        if not steady:
+            lines.append(f"| {width} | {threads} | {name} | — | — | — | — | 0 | — |")
+            continue
+        wall = statistics.median(r["wall"][i] / aug["wall"][i] for i in steady)
+        cpu = statistics.median(r["cpu"][i] / aug["cpu"][i] for i in steady)
+        whole = sum(r["wall"]) / sum(aug["wall"])
+        share = sum(r["score"][i] for i in steady) / sum(r["wall"][i] for i in steady)
+        rows = statistics.mean(r["rows"][i] for i in steady)
+        lines.append(
+            f"| {width} | {threads} | {name} | {wall:.2f}× | {cpu:.2f}× | {whole:.2f}× | "
+            f"{share:.0%} | {len(steady)} | {rows:.2f} |"
+        )
+    return lines
+
+
+def _fp32_canonicalize(model: VAE, x: torch.Tensor) -> torch.Tensor:
+    return canonicalize(model, x.to(torch.uint8), O, precision="fp32")
+
+
+def answer(seeds: int, n: int, epochs: int, tmp: Path) -> dict[str, dict[str, list[float]]]:
+    """Per scoring precision: final test MSE and consistencies over seeds (fp32 protocol)."""
+    torch.set_num_threads(1)
+    out: dict[str, dict[str, list[float]]] = {}
+    for name, ov in list(VARIANTS.items())[1:]:
+        vals: dict[str, list[float]] = {"mse": [], "global": [], "class": []}
+        for seed in range(seeds):
+            cfg = apply_overrides(
+                Config(),
+                [
+                    *BASE,
+                    *ov,
+                    "model.width=16",
+                    f"data.n_train={n}",
+                    f"data.n_test={n // 4}",
+                    f"train.epochs={epochs}",
+                    f"train.eval_every={epochs}",
+                    "train.progress=false",
+                    f"seed={seed}",
+                ],
+            )
+            train, test = train_test("procedural", 16, n, n // 4, seed)
+            run = tmp / f"{name[:20]}-{seed}".replace(" ", "_").replace(",", "")
+            fit(cfg, train, test, run)
+            _, model = load_run(run)
+            ev = evaluate(
+                model, test, cfg, protocol="rotated+search", canonicalize=_fp32_canonicalize
+            )
+            g = eval_rotations(len(test), cfg.seed)
+            h = canonical_pose(_fp32_canonicalize(model, rotate(test.voxels, O, g)), g, O)
+            vals["mse"].append(float(ev["test_mse"]))
+            vals["global"].append(float(global_consistency(h, test.stabilizers, O)["consistency"]))
+            cc = class_consistency(h, test.stabilizers, test.labels, O)
+            vals["class"].append(float(cc["consistency"]))
+            print(f"{name} seed {seed}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in vals.items()))
+        out[name] = vals
+    return out
+
+
+def _ci(values: list[float], digits: int = 4, bounds: tuple[float, float] | None = None) -> str:
+    m, lo, hi = mean_ci(values)
+    if bounds is not None and len(values) > 1:  # a fraction's interval stays in [0, 1]
+        lo, hi = max(bounds[0], lo), min(bounds[1], hi)
+    return format_ci(m, lo, hi, digits=digits)
+
+
+def section(
+    args: argparse.Namespace, machine: str, steady: list[str], speeds: list[str], ans: dict
+) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    auto_now = scoring_precision(torch.device("cpu"), "auto")
+    cmd = "python benchmarks/bench_search_overhead.py " + " ".join(
+        w for w in sys.argv[1:] if w != "--no-write"
+    )
+    lines = [
+        HEADING,
+        "",
+        f"`{cmd.strip()}`, {when}, {machine} at the start (the machine is shared: wall "
+        f"ratios swing; CPU-time ratios at 1 thread are the steadier), torch "
+        f"{torch.__version__}; `search.precision=auto` scores in {auto_now} here. "
+        f"16³ procedural data, {args.n_train} training objects, latent 16, batch 64, fp32 "
+        f"training, {args.epochs} epochs (1 warm-up), default SearchConfig (cache on, "
+        "refresh every 16 search epochs, 5% of each step searched in full, max_stale 0.05).",
+        "",
+        f"Steady cached steps ({args.steps} interleaved steps per variant; the cache "
+        "filled, no triggered re-search: each step searches its 5% in full): step time / "
+        "the augmented step on the same batch, median.",
+        "",
+        "| width | threads | variant | step, wall | step, CPU | augmented step (wall) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *steady,
+        "",
+        f"Whole runs of {args.epochs} epochs, interleaved: time / the augmented epoch of the "
+        f"same index; steady: search epochs scoring < {STEADY_ROWS:g} rows per sample (no "
+        "full, scheduled or triggered re-search); rows / sample over those epochs.",
+        "",
+        "| width | threads | variant | steady, wall (median) | steady, CPU (median) | "
+        "whole run, wall | scoring share of steady wall | steady epochs | rows / sample |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *speeds,
+        "",
+        f"Same answer: search-hard through the training loop, {args.seeds} seeds, "
+        f"{args.check_n} objects ({args.check_n // 4} test), width 16, {args.check_epochs} "
+        "epochs, each precision; final test MSE under rotated+search and global/class "
+        "consistency of the test objects, both measured with exhaustive fp32 search; "
+        "mean [95% interval] over seeds.",
+        "",
+        "| scoring | final test MSE | global consistency | class consistency |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, v in ans.items():
+        lines.append(
+            f"| {name} | {_ci(v['mse'])} | {_ci(v['global'], 3, (0, 1))} | "
+            f"{_ci(v['class'], 3, (0, 1))} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n-train", type=int, default=512)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--widths", type=int, nargs="+", default=[16, 32])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--steps", type=int, default=40, help="steady steps per variant")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--check-n", type=int, default=512)
+    p.add_argument("--check-epochs", type=int, default=8)
+    p.add_argument("--no-write", action="store_true", help="print only")
+    args = p.parse_args()
+    tune_allocator()
+    machine = machine_line()
+    print(f"CPU: {machine}", flush=True)
+    train, _ = train_test("procedural", 16, args.n_train, 1, 0)
+    steady, speeds = [], []
+    for width in args.widths:
+        for threads in args.threads:
+            res = steady_steps(width, threads, train, args.steps)
+            steady += steady_rows(width, threads, res)
+            print("\n".join(steady[-2:]), flush=True)
+    for width in args.widths:
+        for threads in args.threads:
+            speeds += speed_rows(width, threads, speed(width, threads, train, args.epochs))
+    with tempfile.TemporaryDirectory() as d:
+        ans = answer(args.seeds, args.check_n, args.check_epochs, Path(d))
+    text = section(args, machine, steady, speeds, ans)
+    print(text)
+    if not args.no_write:
+        write_section(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
