@@ -31,6 +31,7 @@ LAYERS = (
     "evaluation",
     "report",
     "training",
+    "orient",
     "experiments",
     "cli",
     "__main__",

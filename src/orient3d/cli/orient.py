@@ -38,8 +38,6 @@ import argparse
 import sys
 from typing import Any
 
-from orient3d.devices import resolve_device
-
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="shape files or folders")
@@ -82,6 +80,7 @@ class _Bar:
 
 
 def main(args: argparse.Namespace) -> int:
+    from orient3d.devices import resolve_device
     from orient3d.orient import OrientOptions, load_model, orient_paths
 
     options = OrientOptions(
