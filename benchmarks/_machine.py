@@ -10,8 +10,9 @@ from pathlib import Path
 _SIMD = re.compile(r"^(avx2|avx512f|avx512_bf16|amx_bf16|amx_tile|amx_int8|avx_vnni)$")
 
 
-def cpu_flags() -> tuple[str, str]:
-    """The CPU's model name and its flags among avx2, avx512f, avx512_bf16, amx_* (cpuinfo)."""
+def cpu_flags(wanted: re.Pattern[str] = _SIMD) -> tuple[str, str]:
+    """The CPU's model name and its flags that match ``wanted`` (default: avx2, avx512f,
+    avx512_bf16, amx_*, avx_vnni), from /proc/cpuinfo."""
     model, flags = platform.processor() or platform.machine(), set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -22,7 +23,7 @@ def cpu_flags() -> tuple[str, str]:
                 flags = set(value.split())
     except OSError:
         pass
-    return model, " ".join(sorted(f for f in flags if _SIMD.match(f))) or "none of avx2/avx512/amx"
+    return model, " ".join(sorted(f for f in flags if wanted.match(f))) or "none of those"
 
 
 def load_average() -> float:

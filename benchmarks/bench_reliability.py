@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from _machine import cpu_flags
 from _sections import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -454,19 +455,7 @@ def count_cases(ids: list[str]) -> dict[str, dict[str, int]]:
 
 def cpu_description() -> tuple[str, str]:
     """The CPU's model name and its SIMD flags that matter to torch (from /proc/cpuinfo)."""
-    model, flags = platform.processor() or platform.machine(), set[str]()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    simd = re.compile(r"^(sse4_2|avx|avx2|fma|f16c|avx512.*|amx.*|avx_vnni)$")
-    wanted = sorted(f for f in flags if simd.match(f))
-    return model, " ".join(wanted) or "unknown"
+    return cpu_flags(re.compile(r"^(sse4_2|avx|avx2|fma|f16c|avx512.*|amx.*|avx_vnni)$"))
 
 
 def section(
