@@ -163,7 +163,7 @@ class SearchConfig:
     temperature_start: float = 1.0  # soft: starting temperature (annealed to `temperature`)
     warmup_epochs: int = 1  # epochs of augmented training before the search starts
     sample: bool = False  # score with a sampled z instead of the encoder mean
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # scoring autocast (auto: bf16 if native)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast (auto: bf16 on CUDA, AMX)
     chunk: int = 256  # rows per batched scoring pass
     top_k: int = 0  # soft: keep only the K best candidates (0: all)
     # Defaults: the fastest shortcut within 2% of full search's test MSE in
