@@ -12,7 +12,7 @@ from orient3d.config import Config, apply_overrides, dumps
 from orient3d.data.arrays import resample
 from orient3d.data.files import voxelize_trimesh
 from orient3d.geometry.groups import cube_group
-from orient3d.model import VAE
+from train_helpers import fit_stored_pose
 
 RES = 16
 O = cube_group()
@@ -60,20 +60,7 @@ def tiny_run(path: Path, grids: np.ndarray, steps: int = 60) -> Path:
     cfg = apply_overrides(
         Config(), [f"data.res={RES}", "model.latent=8", "model.width=8", "train.mode=single"]
     )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model = VAE(cfg.model, RES)
-        opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-        x = torch.from_numpy(grids).float()
-        for _ in range(steps):
-            loss = model(x).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
+    model = fit_stored_pose(cfg.model, RES, torch.from_numpy(grids), steps)
     (path / "checkpoints").mkdir(parents=True)
     (path / "config.toml").write_text(dumps(cfg))
     torch.save({"model": model.state_dict(), "epoch": 1}, path / "checkpoints" / "best.pt")

@@ -14,26 +14,13 @@ from orient3d.groups import cube_group, rotate
 from orient3d.model import VAE
 from orient3d.recover import recover, recovery_table
 from test_search_discrete import make_objects
+from train_helpers import fit_stored_pose
 
 
 def _train_single(objs: VoxelSet, steps: int = 80) -> VAE:
     """A tiny VAE fitted to the objects in their stored pose only (1 thread: tiny convs
     run faster that way on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model = VAE(ModelConfig(latent=8, width=8), objs.res)
-        opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-        x = objs.voxels.float()
-        for _ in range(steps):
-            loss = model(x).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
+    return fit_stored_pose(ModelConfig(latent=8, width=8), objs.res, objs.voxels, steps).eval()
 
 
 @pytest.fixture(scope="module")

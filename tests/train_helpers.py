@@ -83,3 +83,24 @@ def interrupted_fit(
 
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, *data, out, progress=stop)
+
+
+def fit_stored_pose(model_cfg: Any, res: int, x: torch.Tensor, steps: int) -> Any:
+    """A VAE (seed 0) fitted by Adam (lr 5e-3) to grids ``x (B, D, D, D)`` in their stored
+    pose only, on 1 thread (tiny convs run faster that way on a shared machine)."""
+    from orient3d.model import VAE
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = VAE(model_cfg, res)
+        opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+        for _ in range(steps):
+            loss = model(x.float()).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model
