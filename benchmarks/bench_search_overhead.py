@@ -74,14 +74,15 @@ STEADY_ROWS = 2.0  # a search epoch scoring fewer rows per sample re-searched no
 
 
 def _timed_scoring(run: Run) -> list[float]:
-    """Wrap the mode's scoring call; returns the list its seconds accumulate into."""
-    spent = [0.0]
+    """Wrap the mode's scoring call; returns ``[wall, CPU]`` seconds, accumulating."""
+    spent = [0.0, 0.0]
     score: Callable[..., torch.Tensor] = run.mode._score
 
     def timed(*args: Any, **kw: Any) -> torch.Tensor:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = score(*args, **kw)
         spent[0] += time.perf_counter() - t0
+        spent[1] += time.process_time() - c0
         return out
 
     run.mode._score = timed
@@ -99,7 +100,7 @@ def speed(width: int, threads: int, train: VoxelSet, epochs: int) -> dict[str, d
     for epoch in range(1, epochs + 1):
         shift = epoch % len(names)
         for name in names[shift:] + names[:shift]:
-            before = scoring[name][0] if name in scoring else 0.0
+            before = scoring[name][0] if name in scoring else 0.0  # (wall)
             runs[name].seconds.append(train_epoch(runs[name], train.voxels, epoch))
             if name in scoring:
                 score_s[name].append(scoring[name][0] - before)
@@ -122,7 +123,8 @@ def speed(width: int, threads: int, train: VoxelSet, epochs: int) -> dict[str, d
 def steady_steps(
     width: int, threads: int, train: VoxelSet, steps: int
 ) -> dict[str, dict[str, list[float]]]:
-    """Per variant: wall and CPU seconds of each steady cached step (cache full, no re-search).
+    """Per variant and steady cached step (cache full, no re-search): wall and CPU
+    seconds of the step, CPU seconds of its scoring and of the rest of ``prepare``.
 
     The search variants start from a filled cache and ``search.max_stale=1`` (no
     triggered re-search): each step scores only its ``refresh_frac`` samples in
@@ -130,36 +132,47 @@ def steady_steps(
     torch.set_num_threads(threads)
     base = [*BASE, f"model.width={width}", "search.max_stale=1"]
     runs = {name: make_run(name, base, ov, 3, train) for name, ov in VARIANTS.items()}
-    for run in runs.values():
+    scoring = {}
+    for name, run in runs.items():
         run.mode.start_epoch(run.model, 3)  # a search epoch after the warm-up
         if run.cfg.train.mode == "search":
             run.mode.poses[:, 0] = torch.randint(len(O), (len(train),), generator=run.data_gen)
             run.mode.searched_at.fill_(run.mode.k)
+            scoring[name] = _timed_scoring(run)
         run.model.train()
     gen = torch.Generator().manual_seed(0)
-    out = {name: {"wall": [], "cpu": []} for name in runs}
+    keys = ("wall", "cpu", "score_cpu", "prepare_cpu", "rows")
+    out: dict[str, dict[str, list[float]]] = {n: {k: [] for k in keys} for n in runs}
     names = list(runs)
     for i in range(steps + 2):  # the first two warm up
         idx = torch.randperm(len(train), generator=gen)[:64]
         for name in names[i % len(names) :] + names[: i % len(names)]:
-            run = runs[name]
+            run, spent = runs[name], scoring.get(name, [0.0, 0.0])
+            s0, r0 = spent[1], getattr(run.mode, "rows", 0)
             t0, c0 = time.perf_counter(), time.process_time()
-            _step(run, train.voxels, idx)
+            prepare = _step(run, train.voxels, idx)
             if i >= 2:
-                out[name]["wall"].append(time.perf_counter() - t0)
-                out[name]["cpu"].append(time.process_time() - c0)
+                rec = out[name]
+                rec["wall"].append(time.perf_counter() - t0)
+                rec["cpu"].append(time.process_time() - c0)
+                rec["score_cpu"].append(spent[1] - s0)
+                rec["prepare_cpu"].append(prepare - (spent[1] - s0))
+                rec["rows"].append(getattr(run.mode, "rows", 0) - r0)
     return out
 
 
-def _step(run: Run, voxels: torch.Tensor, idx: torch.Tensor) -> None:
-    """One training step as in ``_side_by_side.train_epoch``."""
+def _step(run: Run, voxels: torch.Tensor, idx: torch.Tensor) -> float:
+    """One training step as in ``_side_by_side.train_epoch``; returns prepare's CPU seconds."""
     g = torch.randint(len(O), (idx.shape[0],), generator=run.data_gen)
     x_shown = rotate(voxels[idx], O, g).float()
+    c0 = time.process_time()
     prep = run.mode.prepare(run.model, x_shown, g, idx, 3)
+    prepare = time.process_time() - c0
     loss = run.model(prep.x, generator=run.noise_gen).neg_elbo.mean()
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
+    return prepare
 
 
 def steady_rows(width: int, threads: int, res: dict[str, dict[str, list[float]]]) -> list[str]:
@@ -170,8 +183,13 @@ def steady_rows(width: int, threads: int, res: dict[str, dict[str, list[float]]]
             continue
         wall = statistics.median(a / b for a, b in zip(r["wall"], aug["wall"]))
         cpu = statistics.median(a / b for a, b in zip(r["cpu"], aug["cpu"]))
-        ms = 1e3 * statistics.median(aug["wall"])
-        lines.append(f"| {width} | {threads} | {name} | {wall:.2f}× | {cpu:.2f}× | {ms:.0f} ms |")
+        ms = {k: 1e3 * statistics.mean(r[k]) for k in ("score_cpu", "prepare_cpu")}
+        lines.append(
+            f"| {width} | {threads} | {name} | {wall:.2f}× | {cpu:.2f}× | "
+            f"{1e3 * statistics.median(aug['wall']):.0f} ms | "
+            f"{1e3 * statistics.mean(aug['cpu']):.0f} ms | {ms['score_cpu']:.1f} ms | "
+            f"{ms['prepare_cpu']:.1f} ms | {statistics.mean(r['rows']):.0f} |"
+        )
     return lines
 
 
@@ -182,17 +200,20 @@ def speed_rows(width: int, threads: int, res: dict[str, dict[str, Any]]) -> list
         if name == "augmented":
             continue
         steady = [i for i, s in enumerate(r["steady"]) if s]
-        if not steady:
-            lines.append(f"| {width} | {threads} | {name} | — | — | — | — | 0 | — |")
-            continue
-        wall = statistics.median(r["wall"][i] / aug["wall"][i] for i in steady)
-        cpu = statistics.median(r["cpu"][i] / aug["cpu"][i] for i in steady)
+        busy = [i for i, rows in enumerate(r["rows"]) if rows >= STEADY_ROWS]
         whole = sum(r["wall"]) / sum(aug["wall"])
-        share = sum(r["score"][i] for i in steady) / sum(r["wall"][i] for i in steady)
-        rows = statistics.mean(r["rows"][i] for i in steady)
+        whole_cpu = sum(r["cpu"]) / sum(aug["cpu"])
+        rows = statistics.mean(r["rows"][1:])  # the search epochs
+        busy_share = sum(r["wall"][i] for i in busy) / sum(r["wall"])
+        med = (
+            f"{statistics.median(r['wall'][i] / aug['wall'][i] for i in steady):.2f}× "
+            f"({len(steady)})"
+            if steady
+            else "— (0)"
+        )
         lines.append(
-            f"| {width} | {threads} | {name} | {wall:.2f}× | {cpu:.2f}× | {whole:.2f}× | "
-            f"{share:.0%} | {len(steady)} | {rows:.2f} |"
+            f"| {width} | {threads} | {name} | {whole:.2f}× | {whole_cpu:.2f}× | {rows:.1f} | "
+            f"{len(busy)} | {busy_share:.0%} | {med} |"
         )
     return lines
 
@@ -269,16 +290,21 @@ def section(
         "filled, no triggered re-search: each step searches its 5% in full): step time / "
         "the augmented step on the same batch, median.",
         "",
-        "| width | threads | variant | step, wall | step, CPU | augmented step (wall) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| width | threads | variant | step, wall | step, CPU | augmented step, wall | "
+        "augmented step, CPU | scoring, CPU / step | rest of prepare, CPU / step | "
+        "rows scored / step |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *steady,
         "",
-        f"Whole runs of {args.epochs} epochs, interleaved: time / the augmented epoch of the "
-        f"same index; steady: search epochs scoring < {STEADY_ROWS:g} rows per sample (no "
-        "full, scheduled or triggered re-search); rows / sample over those epochs.",
+        f"Whole runs of {args.epochs} epochs, interleaved: the run's training time / "
+        "augmented's; rows scored per sample over the search epochs; the epochs that "
+        f"re-searched (≥ {STEADY_ROWS:g} rows per sample: the first search, scheduled or "
+        "max_stale-triggered re-searches) and their share of the run's time; the median "
+        "ratio to the augmented epoch of the same index over the other (steady) search "
+        "epochs, with their count.",
         "",
-        "| width | threads | variant | steady, wall (median) | steady, CPU (median) | "
-        "whole run, wall | scoring share of steady wall | steady epochs | rows / sample |",
+        "| width | threads | variant | whole run, wall | whole run, CPU | rows / sample | "
+        "re-search epochs | their share of the time | steady epochs, wall (n) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *speeds,
         "",
