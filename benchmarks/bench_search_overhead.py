@@ -4,20 +4,21 @@ the answer. Writes "## Search per-step overhead" in BENCHMARKS.md.
     python benchmarks/bench_search_overhead.py [--n-train 512] [--epochs 12]
         [--widths 16 32] [--threads 1 2] [--seeds 3] [--no-write]
 
-Steady steps: the same three variants (below) take interleaved steps on the same
-batches with the cache already full and no triggered re-search, as in a steady
-epoch: step time / the augmented step, wall and CPU.
+Variants, side by side in one process (same init, data order and rotations;
+``benchmarks/_side_by_side.py``): search with the default SearchConfig (cache on)
+as before (bf16 scoring: what ``search.precision=auto`` chose on a CPU with native
+bf16; batches rotated by a loop over the group's elements) and now (``auto``;
+one gather per batch), each against augmented training with the same rotation
+code. 16³ procedural data, latent 16, batch 64, fp32 training.
 
-Whole runs: for each model width and thread count, three variants train side by side
-(same init, data order and rotations; epochs interleaved, a different order each
-epoch; ``benchmarks/_side_by_side.py``): augmented, and search with the default
-SearchConfig (cache on) scoring in bf16 (what ``search.precision=auto`` chose on
-a CPU with native bf16 before) and in what ``auto`` chooses now. 16³ procedural
-data, latent 16, batch 64, fp32 training. Per variant: the median over steady
-epochs (search epochs scoring < 2 rows per sample: no full or triggered
-re-search) of epoch time / the augmented epoch of the same index, wall and CPU
-time; the whole run's time / augmented's; the scoring's share of the steady
-epochs' wall time.
+Steady steps: interleaved steps on the same batches with the cache already full
+and no triggered re-search, as in a steady epoch: step time / its augmented
+step, wall and CPU, and the CPU time of the scoring and the rest of ``prepare``.
+
+Whole runs: for each model width and thread count, epochs interleaved (a
+different order each epoch): the run's time / its augmented's, the epochs that
+re-searched (>= 2 rows scored per sample: first search, scheduled or triggered)
+and their share of the time, the median ratio over the other (steady) epochs.
 
 Answer: the same two scoring precisions train search-hard runs through the real
 training loop (``orient3d.training.loop.fit``, 3 seeds, 512 objects, width 16, 8
@@ -29,11 +30,12 @@ both) and global/class consistency of the test objects' canonical poses, with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet, train_test
 from orient3d.devices import tune_allocator
 from orient3d.evaluation.protocols import eval_rotations, evaluate, load_run
+from orient3d.geometry import groups
 from orient3d.geometry.groups import cube_group, rotate
 from orient3d.metrics.consistency import class_consistency, global_consistency
 from orient3d.metrics.stats import format_ci, mean_ci
@@ -64,12 +67,29 @@ BASE = [
     "train.precision=fp32",
     "train.mode=search",
 ]
-BEFORE, AFTER = "search, bf16 scoring (auto before)", "search, auto scoring (now)"
-VARIANTS = {
-    "augmented": ["train.mode=augmented"],
-    BEFORE: ["search.precision=bf16"],
-    AFTER: ["search.precision=auto"],
+AUG_BEFORE, AUG_NOW = "augmented, before", "augmented, now"
+BEFORE, AFTER = "search, before", "search, now"
+# name -> (overrides, rotation of batches by a loop over elements (before) or a gather)
+VARIANTS: dict[str, tuple[list[str], str]] = {
+    AUG_BEFORE: (["train.mode=augmented"], "loop"),
+    BEFORE: (["search.precision=bf16"], "loop"),
+    AUG_NOW: (["train.mode=augmented"], "gather"),
+    AFTER: (["search.precision=auto"], "gather"),
 }
+REFERENCE = {BEFORE: AUG_BEFORE, AFTER: AUG_NOW}  # each search variant against its augmented
+GATHER_SIDE = groups._GATHER_MAX_SIDE
+
+
+@contextlib.contextmanager
+def rotation(kind: str) -> Iterator[None]:
+    """Batched rotations by one gather (now) or a loop over the elements (before)."""
+    groups._GATHER_MAX_SIDE = GATHER_SIDE if kind == "gather" else 0
+    try:
+        yield
+    finally:
+        groups._GATHER_MAX_SIDE = GATHER_SIDE
+
+
 STEADY_ROWS = 2.0  # a search epoch scoring fewer rows per sample re-searched nothing at large
 
 
@@ -93,15 +113,16 @@ def speed(width: int, threads: int, train: VoxelSet, epochs: int) -> dict[str, d
     """Per variant: per-epoch wall and CPU seconds, scoring seconds, rows per sample."""
     torch.set_num_threads(threads)
     base = [*BASE, f"model.width={width}"]
-    runs = {name: make_run(name, base, ov, epochs, train) for name, ov in VARIANTS.items()}
-    scoring = {name: _timed_scoring(r) for name, r in runs.items() if name != "augmented"}
+    runs = {name: make_run(name, base, ov, epochs, train) for name, (ov, _) in VARIANTS.items()}
+    scoring = {name: _timed_scoring(runs[name]) for name in REFERENCE}
     score_s: dict[str, list[float]] = {name: [] for name in scoring}
     names = list(runs)
     for epoch in range(1, epochs + 1):
         shift = epoch % len(names)
         for name in names[shift:] + names[:shift]:
             before = scoring[name][0] if name in scoring else 0.0  # (wall)
-            runs[name].seconds.append(train_epoch(runs[name], train.voxels, epoch))
+            with rotation(VARIANTS[name][1]):
+                runs[name].seconds.append(train_epoch(runs[name], train.voxels, epoch))
             if name in scoring:
                 score_s[name].append(scoring[name][0] - before)
         line = "  ".join(f"{n[:12]} {r.seconds[-1]:.1f}s" for n, r in runs.items())
@@ -131,7 +152,7 @@ def steady_steps(
     full, as in a steady epoch. Steps interleave, a different order each time."""
     torch.set_num_threads(threads)
     base = [*BASE, f"model.width={width}", "search.max_stale=1"]
-    runs = {name: make_run(name, base, ov, 3, train) for name, ov in VARIANTS.items()}
+    runs = {name: make_run(name, base, ov, 3, train) for name, (ov, _) in VARIANTS.items()}
     scoring = {}
     for name, run in runs.items():
         run.mode.start_epoch(run.model, 3)  # a search epoch after the warm-up
@@ -150,7 +171,8 @@ def steady_steps(
             run, spent = runs[name], scoring.get(name, [0.0, 0.0])
             s0, r0 = spent[1], getattr(run.mode, "rows", 0)
             t0, c0 = time.perf_counter(), time.process_time()
-            prepare = _step(run, train.voxels, idx)
+            with rotation(VARIANTS[name][1]):
+                prepare = _step(run, train.voxels, idx)
             if i >= 2:
                 rec = out[name]
                 rec["wall"].append(time.perf_counter() - t0)
@@ -176,17 +198,15 @@ def _step(run: Run, voxels: torch.Tensor, idx: torch.Tensor) -> float:
 
 
 def steady_rows(width: int, threads: int, res: dict[str, dict[str, list[float]]]) -> list[str]:
-    aug = res["augmented"]
     lines = []
-    for name, r in res.items():
-        if name == "augmented":
-            continue
+    for name, ref in REFERENCE.items():
+        r, aug = res[name], res[ref]
         wall = statistics.median(a / b for a, b in zip(r["wall"], aug["wall"]))
         cpu = statistics.median(a / b for a, b in zip(r["cpu"], aug["cpu"]))
         ms = {k: 1e3 * statistics.mean(r[k]) for k in ("score_cpu", "prepare_cpu")}
         lines.append(
-            f"| {width} | {threads} | {name} | {wall:.2f}× | {cpu:.2f}× | "
-            f"{1e3 * statistics.median(aug['wall']):.0f} ms | "
+            f"| {width} | {threads} | {name} | {1e3 * statistics.median(r['wall']):.0f} ms | "
+            f"{wall:.2f}× | {cpu:.2f}× | {1e3 * statistics.median(aug['wall']):.0f} ms | "
             f"{1e3 * statistics.mean(aug['cpu']):.0f} ms | {ms['score_cpu']:.1f} ms | "
             f"{ms['prepare_cpu']:.1f} ms | {statistics.mean(r['rows']):.0f} |"
         )
@@ -194,11 +214,9 @@ def steady_rows(width: int, threads: int, res: dict[str, dict[str, list[float]]]
 
 
 def speed_rows(width: int, threads: int, res: dict[str, dict[str, Any]]) -> list[str]:
-    aug = res["augmented"]
     lines = []
-    for name, r in res.items():
-        if name == "augmented":
-            continue
+    for name, ref in REFERENCE.items():
+        r, aug = res[name], res[ref]
         steady = [i for i, s in enumerate(r["steady"]) if s]
         busy = [i for i, rows in enumerate(r["rows"]) if rows >= STEADY_ROWS]
         whole = sum(r["wall"]) / sum(aug["wall"])
@@ -212,7 +230,8 @@ def speed_rows(width: int, threads: int, res: dict[str, dict[str, Any]]) -> list
             else "— (0)"
         )
         lines.append(
-            f"| {width} | {threads} | {name} | {whole:.2f}× | {whole_cpu:.2f}× | {rows:.1f} | "
+            f"| {width} | {threads} | {name} | {sum(r['wall']):.0f} s | {whole:.2f}× | "
+            f"{whole_cpu:.2f}× | {rows:.1f} | "
             f"{len(busy)} | {busy_share:.0%} | {med} |"
         )
     return lines
@@ -226,7 +245,8 @@ def answer(seeds: int, n: int, epochs: int, tmp: Path) -> dict[str, dict[str, li
     """Per scoring precision: final test MSE and consistencies over seeds (fp32 protocol)."""
     torch.set_num_threads(1)
     out: dict[str, dict[str, list[float]]] = {}
-    for name, ov in list(VARIANTS.items())[1:]:
+    for name in REFERENCE:
+        ov = VARIANTS[name][0]
         vals: dict[str, list[float]] = {"mse": [], "global": [], "class": []}
         for seed in range(seeds):
             cfg = apply_overrides(
@@ -281,31 +301,35 @@ def section(
         "",
         f"`{cmd.strip()}`, {when}, {machine} at the start (the machine is shared: wall "
         f"ratios swing; CPU-time ratios at 1 thread are the steadier), torch "
-        f"{torch.__version__}; `search.precision=auto` scores in {auto_now} here. "
+        f"{torch.__version__}; `search.precision=auto` scores in {auto_now} here. Before: "
+        "bf16 scoring (auto's former choice on CPUs with native bf16) and batches rotated "
+        "by a loop over the group's elements; now: auto scoring and one gather per batch; "
+        "each search variant against augmented training with the same rotation code. "
         f"16³ procedural data, {args.n_train} training objects, latent 16, batch 64, fp32 "
         f"training, {args.epochs} epochs (1 warm-up), default SearchConfig (cache on, "
         "refresh every 16 search epochs, 5% of each step searched in full, max_stale 0.05).",
         "",
         f"Steady cached steps ({args.steps} interleaved steps per variant; the cache "
         "filled, no triggered re-search: each step searches its 5% in full): step time / "
-        "the augmented step on the same batch, median.",
+        "its augmented step on the same batch, median.",
         "",
-        "| width | threads | variant | step, wall | step, CPU | augmented step, wall | "
-        "augmented step, CPU | scoring, CPU / step | rest of prepare, CPU / step | "
-        "rows scored / step |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| width | threads | variant | step, wall | / augmented, wall | / augmented, CPU | "
+        "augmented step, wall | augmented step, CPU | scoring, CPU / step | "
+        "rest of prepare, CPU / step | rows scored / step |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *steady,
         "",
-        f"Whole runs of {args.epochs} epochs, interleaved: the run's training time / "
+        f"Whole runs of {args.epochs} epochs, interleaved: the run's training time / its "
         "augmented's; rows scored per sample over the search epochs; the epochs that "
         f"re-searched (≥ {STEADY_ROWS:g} rows per sample: the first search, scheduled or "
         "max_stale-triggered re-searches) and their share of the run's time; the median "
         "ratio to the augmented epoch of the same index over the other (steady) search "
         "epochs, with their count.",
         "",
-        "| width | threads | variant | whole run, wall | whole run, CPU | rows / sample | "
-        "re-search epochs | their share of the time | steady epochs, wall (n) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| width | threads | variant | run, wall | / augmented, wall | / augmented, CPU | "
+        "rows / sample | re-search epochs | their share of the time | "
+        "steady epochs / augmented, wall (n) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *speeds,
         "",
         f"Same answer: search-hard through the training loop, {args.seeds} seeds, "
