@@ -90,6 +90,21 @@ def rotation(kind: str) -> Iterator[None]:
         groups._GATHER_MAX_SIDE = GATHER_SIDE
 
 
+NOTES = [
+    "- A steady step is its augmented step plus the scoring of the ~5% of samples "
+    "searched in full (about 3 samples × 24 rotations = 71 rows per 64-sample step) plus a "
+    "few ms of bookkeeping; the scoring pass runs at the efficiency of a training "
+    "forward per row (at 1 thread), so the steady ratio is near 1 + rows / (3 × batch): "
+    "what remains is the rows the default refresh fraction asks for, not overhead.",
+    "- Whole runs are dominated by epochs that re-search every object: the first search "
+    "epoch and then the max_stale trigger (the share of cached poses a fresh search "
+    "would change stays above 0.05 while the model still moves), each about as costly "
+    "as full search. The per-step work above cannot bring such runs near the "
+    "steady ratio; the cache policy (search.max_stale, refresh_frac) decides it, and "
+    "changing it changes the answer.",
+    "- On 2 threads on a busy machine every small op may wait for a descheduled "
+    "thread: wall and CPU times there swing several-fold; compare within a row.",
+]
 STEADY_ROWS = 2.0  # a search epoch scoring fewer rows per sample re-searched nothing at large
 
 
@@ -346,7 +361,7 @@ def section(
             f"| {name} | {_ci(v['mse'])} | {_ci(v['global'], 3, (0, 1))} | "
             f"{_ci(v['class'], 3, (0, 1))} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *NOTES])
 
 
 def main() -> int:
