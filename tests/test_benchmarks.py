@@ -273,3 +273,24 @@ def test_bench_orient_counts_its_files(tmp_path: Path) -> None:
     _printed_tables(out, "## Orient")
     # 8 held-out grids, each turned once: 8 files oriented
     assert re.search(r"\*\*Test grids \(voxnet32_test\), cube\*\*: 8 files in ", out), out[-2000:]
+
+
+@pytest.mark.slow
+def test_bench_search_overhead_rows_and_counts(tmp_path: Path) -> None:
+    args = ["--n-train", "64", "--epochs", "2", "--widths", "8", "--threads", "1"]
+    args += ["--steps", "3", "--seeds", "2", "--check-n", "32", "--check-epochs", "2"]
+    out = _run("bench_search_overhead.py", [*args, "--no-write"], tmp_path)
+    steady, whole, answer = _printed_tables(out, "## Search per-step overhead")
+    variants = ["search, before", "search, now"]
+    assert [r[2] for r in steady[1]] == variants and [r[2] for r in whole[1]] == variants
+    for row in map(dict, (zip(steady[0], r, strict=True) for r in steady[1])):
+        # 5% of a 64-sample step searched in full: 3 samples x 24 rotations, plus
+        # each cached sample's one row
+        assert int(row["rows scored / step"]) >= 3 * 24
+        assert float(row["/ augmented, CPU"].removesuffix("×")) > 1.0
+    for row in map(dict, (zip(whole[0], r, strict=True) for r in whole[1])):
+        # 2 epochs, 1 of warm-up: the one search epoch searches every sample in full
+        assert row["rows / sample"] == "24.0" and row["re-search epochs"] == "1"
+        assert row["steady epochs / augmented, wall (n)"] == "— (0)"
+    assert [r[0] for r in answer[1]] == variants
+    assert "flags: " in out  # the CPU's flags, as every benchmark prints them

@@ -153,6 +153,21 @@ def test_batched_rotate_and_orbit_equal_slow_loops(torch_gen: torch.Generator) -
         assert torch.equal(sub[b, k], groups.rotate(xs[b], O, e))
 
 
+def test_rotate_by_gather_equals_the_loop_over_elements(
+    torch_gen: torch.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small grids rotate by one gather, large ones loop over elements: same voxels."""
+    for dtype in (torch.float32, torch.uint8):
+        x = (torch.rand(30, 3, 8, 8, 8, generator=torch_gen) * 5).to(dtype)
+        g = torch.randint(0, 48, (30,), generator=torch_gen)
+        oh = groups.cube_group(reflections=True)
+        gathered = groups.rotate(x, oh, g)
+        monkeypatch.setattr(groups, "_GATHER_MAX_SIDE", 0)
+        looped = groups.rotate(x, oh, g)
+        monkeypatch.undo()
+        assert gathered.dtype == dtype and torch.equal(gathered, looped)
+
+
 def test_rotate_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match="cubic"):
         groups.rotate(torch.zeros(4, 4, 5), O, 0)

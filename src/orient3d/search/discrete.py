@@ -64,9 +64,9 @@ def scoring_precision(device: torch.device, precision: str) -> str:
 
     ``auto`` is bf16 where bf16 matrix units make scoring faster: CUDA with bf16,
     and CPUs with AMX. CPUs with AVX512-BF16 but no AMX score in fp32: there bf16
-    autocast measured no faster than fp32 for 16³ and 32³ scoring passes, and up to
-    1.7× slower for the cached search's small passes (a few samples × 24 rows) on 2
-    threads (BENCHMARKS.md, "## Search per-step overhead"); CPUs without native bf16
+    autocast was no faster than fp32 for 16³ and 32³ scoring passes of 72 to 1536
+    rows, and the cached search's passes took 1.0–1.3× fp32's CPU time per step
+    (BENCHMARKS.md, "## Search per-step overhead"); CPUs without native bf16
     emulate it, several times slower.
     """
     if precision not in ("auto", "fp32", "bf16"):
