@@ -187,6 +187,11 @@ class SearchConfig:
     prior_step: float = 1.0  # em: step size in (0, 1] (1: M-step); gradient: learning rate
     prior_temperature: float = 1.0  # gradient: p = softmax(logits / temperature)
     prior_weight: float = 1.0  # λ in the score L - λ log p(h) (1: the ELBO; > 1 a stronger prior)
+    # Shared template (congealing, orient3d.search.template; no stored frame, no labels):
+    # none, or voxels: each candidate also pays template_weight times the NLL of its grid
+    # under the per-voxel occupancy of the previous epoch's chosen training grids.
+    template: Literal["none", "voxels"] = "none"
+    template_weight: float = 1.0  # λ_T in the score L + λ_T N_T (nats per nat)
 
     def __post_init__(self) -> None:
         _check(self.temperature > 0, "search.temperature", self.temperature, "> 0")
@@ -214,6 +219,12 @@ class SearchConfig:
             self.prior_temperature > 0, "search.prior_temperature", self.prior_temperature, "> 0"
         )
         _check(self.prior_weight >= 0, "search.prior_weight", self.prior_weight, ">= 0")
+        _check(
+            0 <= self.template_weight < math.inf,
+            "search.template_weight",
+            self.template_weight,
+            "a finite number >= 0",
+        )
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,20 @@ scores worse than the best: the prior overruled the likelihood), ``prior_nll``, 
 (nats, mean over classes), ``prior_top_pose`` and ``prior_top_prob``
 (:meth:`orient3d.training.prior.OrientationPrior.update`). ``search.prior_weight`` ``λ``
 scales the prior in the score, ``L - λ log p(h)`` (1: the ELBO).
+
+Shared template (``search.template = "voxels"``, :mod:`orient3d.search.template`): a
+congealing term that uses neither the stored frame nor labels. Every candidate of a
+sample searched in full (and every re-scored proposal) also pays ``λ_T·N_T(r⁻¹x)``
+(``λ_T = search.template_weight``), the negative log likelihood of its grid under the
+per-voxel occupancy of the grids trained on in the previous epoch (the warm-up's
+grids as shown, then the search's choices; soft rows by their weights). Hard
+scores become ``L + λ_T N_T``; soft weights ``softmax(-(L + λ_T N_T) / T)``. Objects are
+thus pulled towards the pose of the common mean shape. Evaluation and the pose
+metrics search with the model's scores alone, so they measure what the model
+learned. Logged: ``template_overruled_frac`` (of the samples searched in full,
+those whose choice scores worse under the model alone than its best: the template,
+with any prior, overruled the likelihood) and ``template_entropy`` (mean per-voxel
+entropy of the template, nats: low when the chosen grids agree).
 """
 
 from __future__ import annotations
@@ -91,6 +105,7 @@ from orient3d.search.discrete import (
     choose,
     score_orientations,
 )
+from orient3d.search.template import OccupancyTemplate
 from orient3d.training.modes.base import ModeSync, Prepared
 from orient3d.training.prior import OrientationPrior
 
@@ -132,6 +147,7 @@ class SearchMode:
         sums=(
             *("hist", "rows", "samples", "hits", "prior_changed"),
             *("prior.sums", "prior.nll", "prior.n_obs"),
+            *("template.sum", "template.count"),
         ),
         cats=("gaps",),
     )
@@ -164,6 +180,8 @@ class SearchMode:
         self.labels = train.labels.long()
         n_classes = max(len(train.class_names), int(self.labels.max()) + 1 if n else 1)
         self.prior = make_prior(cfg.search, g, n_classes)
+        side = train.voxels.shape[-1]
+        self.template = OccupancyTemplate(side) if cfg.search.template == "voxels" else None
 
     @property
     def active(self) -> bool:
@@ -201,6 +219,15 @@ class SearchMode:
             chunk=c.chunk,
             candidates=cand,
         )
+
+    def _with_template(self, scores: Tensor, x: Tensor, r: Tensor | None) -> Tensor:
+        """``scores + λ_T N_T(r⁻¹x)`` for candidates ``r (B, K)`` (None: every element)."""
+        if self.template is None or not self.template.ready:
+            return scores
+        nll = self.template.nll(x, self.group).cpu()  # (B, G)
+        if r is not None:
+            nll = nll.gather(1, r)
+        return scores + self.cfg.template_weight * nll
 
     def _with_prior(self, scores: Tensor, r: Tensor | None, g: Tensor, idx: Tensor) -> Tensor:
         """``scores - s λ log p(h)`` for candidates ``r (B, K)`` (None: every element).
@@ -256,12 +283,15 @@ class SearchMode:
         elems = torch.empty(b, p, dtype=torch.long)
         scores = torch.zeros(b, p)
         if need.any():
-            raw = self._score(model, x[need.to(x.device)]).cpu()  # (b', G)
-            full = self._with_prior(raw, None, g[need], idx[need])
+            x_need = x[need.to(x.device)]
+            raw = self._score(model, x_need).cpu()  # (b', G)
+            full = self._with_template(raw, x_need, None)
+            full = self._with_prior(full, None, g[need], idx[need])
             s, r = full.sort(dim=1)
             two = raw.topk(2, dim=1, largest=False).values  # (b', 2)
             self.gaps.append(two[:, 1] - two[:, 0])
-            worse = raw.gather(1, r[:, :1]).squeeze(1) > two[:, 0]  # prior beat the likelihood
+            # the prior or the template beat the likelihood
+            worse = raw.gather(1, r[:, :1]).squeeze(1) > two[:, 0]
             self.prior_changed += int(worse.sum())
             elems[need], scores[need] = r[:, :p], s[:, :p]
             fresh = canonical_pose(r[:, :p], g[need][:, None], self.group)  # (b', P)
@@ -277,7 +307,9 @@ class SearchMode:
         if hit.any():
             r = choice_from_pose(self.poses[idx[hit]], g[hit][:, None], self.group)  # (b'', P)
             if p > 1:
-                s = self._score(model, x[hit.to(x.device)], r.to(x.device)).cpu()
+                x_hit = x[hit.to(x.device)]
+                s = self._score(model, x_hit, r.to(x.device)).cpu()
+                s = self._with_template(s, x_hit, r)
                 s = self._with_prior(s, r, g[hit], idx[hit])
                 s, order = s.sort(dim=1)
                 r = r.gather(1, order)
@@ -293,6 +325,8 @@ class SearchMode:
         """
 
         if not self.active:
+            if self.template is not None:
+                self.template.add(x_shown)
             return Prepared(x=x_shown, weight=None, choice=None)
         b = x_shown.shape[0]
         g, idx = self.from_o[g.cpu()], idx.cpu().long()
@@ -306,6 +340,8 @@ class SearchMode:
             if self.prior is not None:
                 self.prior.observe(h[:, None], torch.ones(b, 1), self.labels[idx])
             x = rotate(x_shown, self.group, inv[r].to(x_shown.device))  # (B, D, D, D)
+            if self.template is not None:
+                self.template.add(x)
             return Prepared(x=x, weight=None, choice=r.to(x_shown.device))
         k = min(self.cfg.top_k or elems.shape[1], elems.shape[1])
         ch = choose(
@@ -317,6 +353,8 @@ class SearchMode:
         rows = inv[elems[:, :k]].reshape(-1).to(x_shown.device)
         x = rotate(x_shown.repeat_interleave(k, 0), self.group, rows)  # (B K, D, D, D)
         weight = ch.weight.reshape(-1).to(x_shown.device, x_shown.dtype)  # (B K,)
+        if self.template is not None:
+            self.template.add(x, weight)
         return Prepared(x=x, weight=weight.detach(), choice=r.to(x_shown.device))
 
     def _record(self, h: Tensor, idx: Tensor) -> None:
@@ -324,8 +362,14 @@ class SearchMode:
         self.hist += torch.bincount(h, minlength=len(self.group))
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
+        tmpl: dict[str, Any] = {}
+        if self.template is not None:
+            self.template.update()
+            t = self.template.occupancy.double().clamp(1e-12, 1 - 1e-12)
+            ent = -(t * t.log() + (1 - t) * (1 - t).log())
+            tmpl["template_entropy"] = float(ent.mean())
         if not self.active:
-            return {"search_active": False}
+            return {"search_active": False, **tmpl}
         seen = self.epoch_h >= 0
         both = seen & (self.last_h >= 0)
         same = same_voxels(self.stab[both], self.group, self.epoch_h[both], self.last_h[both])
@@ -346,6 +390,7 @@ class SearchMode:
             "cache_refreshed": self.refreshed,
             "cache_refresh_triggered": self.triggered,
             "score_gap_median": None,
+            **tmpl,
         }
         if self.triggered:  # those presented before the trigger are due next epoch
             self.due_before = self.k
@@ -356,6 +401,8 @@ class SearchMode:
             out["score_gap_median"] = float(gaps.median())
             if self.prior is not None:
                 out["prior_changed_frac"] = self.prior_changed / gaps.numel()
+            if self.template is not None:
+                out["template_overruled_frac"] = self.prior_changed / gaps.numel()
         if self.prior is not None:
             out.update(self.prior.update())
         self.last_h = torch.where(seen, self.epoch_h, self.last_h)
@@ -384,11 +431,15 @@ class SearchMode:
         }
         if self.prior is not None:
             state["prior"] = self.prior.state_dict()
+        if self.template is not None:
+            state["template"] = self.template.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.prior is not None and "prior" in state:
             self.prior.load_state_dict(state["prior"])
+        if self.template is not None and "template" in state:
+            self.template.load_state_dict(state["template"])
         if state["poses"].shape != self.poses.shape:
             log.warning("search cache shape changed; starting with an empty cache")
             return

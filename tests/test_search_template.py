@@ -1,0 +1,107 @@
+"""The shared occupancy template (congealing): its scores, its running average, and the
+search mode's use of it (search.template = voxels)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from orient3d.errors import ConfigError
+from orient3d.geometry.groups import cube_group, rotate, same_voxels
+from orient3d.search import canonical_pose, score_orientations
+from orient3d.search.template import OccupancyTemplate, template_nll
+from orient3d.training.modes.search import SearchMode
+from test_search_discrete import make_objects, tiny_model
+from test_training_modes_search import _batch as search_batch
+from test_training_modes_search import _cfg as search_cfg
+
+
+def test_template_nll_equals_the_slow_bernoulli_nll_of_every_turned_grid() -> None:
+    o = cube_group()
+    x = make_objects(3).voxels.float()
+    t = torch.rand(16, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.98 + 0.01
+    fast = template_nll(x, t, o)
+    assert fast.shape == (3, 24)
+    for b in range(3):
+        for r in range(24):
+            y = rotate(x[b], o, int(o.inverse[r]))  # r⁻¹·x
+            slow = -(y * t.log() + (1 - y) * (1 - t).log()).sum()
+            assert float(fast[b, r]) == pytest.approx(float(slow), rel=1e-5)
+
+
+def test_a_template_of_one_object_picks_the_poses_that_match_it() -> None:
+    o = cube_group()
+    objs = make_objects(2)  # asymmetric: exactly one pose matches
+    t = objs.voxels[0].double() * 0.9 + 0.05  # the first object, blurred towards 1/2
+    for g in range(24):
+        x = rotate(objs.voxels[:1], o, g).float()  # shown as g·c
+        r = int(template_nll(x, t.float(), o).argmin(dim=1))
+        assert r == g  # r⁻¹·(g·c) = c: back in the template's pose
+
+
+def test_occupancy_template_is_the_smoothed_weighted_mean() -> None:
+    tmpl = OccupancyTemplate(4)
+    assert not tmpl.ready and float(tmpl.occupancy.unique()) == 0.5
+    ones, zeros = torch.ones(2, 4, 4, 4), torch.zeros(1, 4, 4, 4)
+    tmpl.add(ones)
+    tmpl.add(zeros, weight=torch.tensor([2.0]))
+    tmpl.update()
+    # (2 filled + 1) / (4 weight + 2) = 1/2 everywhere
+    assert tmpl.ready and torch.allclose(tmpl.occupancy, torch.full((4, 4, 4), 0.5))
+    tmpl.add(ones[:1])
+    tmpl.update()
+    assert torch.allclose(tmpl.occupancy, torch.full((4, 4, 4), 2 / 3))
+    tmpl.update()  # nothing came: the template stays
+    assert torch.allclose(tmpl.occupancy, torch.full((4, 4, 4), 2 / 3))
+    copy = OccupancyTemplate(4)
+    copy.load_state_dict(tmpl.state_dict())
+    assert copy.ready and torch.equal(copy.occupancy, tmpl.occupancy)
+
+
+def test_template_weight_must_be_finite_and_not_negative() -> None:
+    with pytest.raises(ConfigError, match="search.template_weight"):
+        search_cfg("search.template=voxels", "search.template_weight=-1")
+    with pytest.raises(ConfigError, match="search.template_weight"):
+        search_cfg("search.template=voxels", "search.template_weight=inf")
+
+
+def test_the_warmup_builds_the_template_and_a_heavy_template_decides_the_choice() -> None:
+    o = cube_group()
+    objs = make_objects(6)
+    cfg = search_cfg(
+        "search.cache=false",
+        "search.warmup_epochs=1",
+        "search.template=voxels",
+        "search.template_weight=1000",
+    )
+    mode = SearchMode(cfg, objs, torch.Generator())
+    model = tiny_model()
+    x, g, idx = search_batch(6)
+    # The warm-up: the grids as shown make the template (no search yet).
+    mode.start_epoch(model, 1)
+    assert mode.prepare(model, x, g, idx, 1).choice is None
+    stats = mode.end_epoch(1)
+    assert mode.template is not None and mode.template.ready
+    want = (x.double().sum(dim=0) + 1) / (6 + 2)
+    torch.testing.assert_close(mode.template.occupancy, want.float())
+    assert 0 < stats["template_entropy"] < math.log(2)
+    # A template of object 0 alone, weighted 1000x against the model's scores.
+    mode.template.occupancy = objs.voxels[0].float() * 0.98 + 0.01
+    mode.start_epoch(model, 2)
+    prep = mode.prepare(model, x, g, idx, 2)
+    assert prep.choice is not None
+    total = score_orientations(model, x, o) + 1000 * template_nll(x, mode.template.occupancy, o)
+    assert torch.equal(prep.choice, total.argmin(dim=1))
+    h = canonical_pose(prep.choice, g, o)
+    assert same_voxels(objs.stabilizers[:1], o, h[:1], torch.zeros(1, dtype=torch.long)).all()
+    stats = mode.end_epoch(2)
+    assert 0 <= stats["template_overruled_frac"] <= 1
+    # The template now averages the chosen grids (the rows trained on).
+    torch.testing.assert_close(mode.template.occupancy, ((prep.x.double().sum(0) + 1) / 8).float())
+
+
+def test_without_a_template_the_mode_keeps_none() -> None:
+    mode = SearchMode(search_cfg(), make_objects(2), torch.Generator())
+    assert mode.template is None and "template" not in mode.state_dict()
