@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from orient3d import groups
+from orient3d.errors import ConfigError
 from orient3d.experiments import canonical as K
 from orient3d.experiments import expand_runs, spec_from_dict
 from orient3d.experiments.canonical_pose import picture
@@ -69,11 +70,14 @@ def _spec() -> ExperimentSpec:
     )
 
 
-def _fake(tmp_path: Path, glob: dict[str, float]) -> list[Any]:
-    spec = _spec()
+def _fake(
+    tmp_path: Path, glob: dict[str, float], spec: ExperimentSpec | None = None, key: str = "variant"
+) -> list[Any]:
+    """Fake finished runs of ``spec``: global consistency ``glob[params[key]]`` + 0.01·seed."""
+    spec = spec or _spec()
     records = []
     for run in expand_runs(spec):
-        v, s = run.params["variant"], run.params["seed"]
+        v, s = run.params[key], run.params["seed"]
         g = glob[v] + 0.01 * s
         metrics = [
             {
@@ -85,7 +89,7 @@ def _fake(tmp_path: Path, glob: dict[str, float]) -> list[Any]:
             },
             {"epoch": 2, "test_mse": 0.04, "changed_frac": 0.1, "score_gap_median": 30.0},
         ]
-        if v != "uniform-hard":
+        if v not in ("uniform-hard", "oracle") and key == "variant":
             for m in metrics:
                 m.update(prior_entropy=2.5, prior_changed_frac=0.02)
         record = {
@@ -124,13 +128,15 @@ def test_summary_says_emerged_only_above_half_and_the_uniform_interval(tmp_path:
     assert "against 0.21 [0.158, 0.273] with the uniform prior (uniform-hard)" in sentence
     assert sentence.endswith(
         "per class, consistency 0.96 [0.922, 0.98] (random: 0.3); upright agreement 0.3 "
-        "(chance 0.17); test IoU 0.5 [0.5, 0.5] under learned-strong."
+        "[0.24, 0.368] (chance 0.17; 0.3 [0.24, 0.368] with uniform-hard); test IoU 0.5 "
+        "[0.5, 0.5] under learned-strong."
     )
     rows = summary["sections"][0]["table"]["rows"]
     assert [r[:3] for r in rows] == [
-        ["uniform-hard", "uniform", "off"],
-        ["learned-anneal", "stored_frame", "on"],  # the former name shows as the new one
-        ["learned-strong", "stored_frame ×32", "off"],
+        ["uniform-hard", "uniform", "off (hard)"],
+        # the former name shows as the new one; soft at T 1 throughout: not annealed
+        ["learned-anneal", "stored_frame", "off (soft, T 1)"],
+        ["learned-strong", "stored_frame ×32", "off (hard)"],
     ]
     cols = summary["sections"][0]["table"]["columns"]
     assert rows[0][cols.index("changed (last epoch)")]["mean"] == pytest.approx(0.1)
@@ -146,6 +152,65 @@ def test_summary_says_not_emerged_below_half(tmp_path: Path) -> None:
         "No single canonical pose emerged; the most consistent setting "
         "was learned-anneal: global consistency 0.46"
     ), sentence
+
+
+def test_oracle_and_augmented_rows_are_shown_but_not_judged(tmp_path: Path) -> None:
+    variants = {**VARIANTS, "oracle": ["train.mode=single"]}
+    spec = spec_from_dict(
+        {"name": "c", "kind": "canonical", "seeds": [0, 1, 2], "base": BASE, "variants": variants}
+    )
+    glob = {"uniform-hard": 0.2, "learned-anneal": 0.25, "learned-strong": 0.3, "oracle": 0.95}
+    records = _fake(tmp_path, glob, spec)
+    summary = K.summarize(records, spec, K.Options(), tmp_path)
+    sentence = summary["answers"][0]["answer"]
+    # the oracle is far more consistent, but the verdict compares search settings only
+    assert sentence.startswith(
+        "No single canonical pose emerged; the most consistent setting was learned-strong"
+    ), sentence
+    rows = summary["sections"][0]["table"]["rows"]
+    assert rows[-1][:3] == ["oracle", "— (single)", "—"]
+    assert K.KIND.wants_analysis(expand_runs(spec)[-1], K.Options())
+
+
+def _lever_spec() -> ExperimentSpec:
+    base = {**BASE, "train": {**BASE["train"], "mode": "search"}}
+    base["search"] = {**base.get("search", {}), "template": "voxels"}
+    return spec_from_dict(
+        {
+            "name": "lever",
+            "kind": "canonical",
+            "seeds": [0, 1, 2],
+            "base": base,
+            "grid": {"search.template_weight": [0.0, 0.5, 1.0]},
+        }
+    )
+
+
+def test_a_baseline_cell_judges_every_other_cell(tmp_path: Path) -> None:
+    spec = _lever_spec()
+    records = _fake(tmp_path, {0.0: 0.2, 0.5: 0.3, 1.0: 0.9}, spec, key="search.template_weight")
+    opts = K.Options(baseline=("search.template_weight=0",))
+    summary = K.summarize(records, spec, opts, tmp_path)
+    assert summary["verdicts"] == {
+        "template_weight=0.5": "not emerged",
+        "template_weight=1.0": "emerged",
+    }
+    sentence = summary["answers"][0]["answer"]
+    assert "At template_weight=1.0: A single canonical pose emerged" in sentence
+    # 0.21 pooled over the seeds of the baseline cell
+    assert "against 0.21 [0.158, 0.273] with the baseline (template_weight=0.0)" in sentence
+    rows = summary["sections"][0]["table"]["rows"]
+    assert {r[2] for r in rows} == {
+        "uniform, template ×0",
+        "uniform, template ×0.5",
+        "uniform, template ×1",
+    }
+    assert (tmp_path / "figures" / "canonical_lever.png").is_file()
+    assert (tmp_path / "figures" / "canonical_lever_upright.png").is_file()
+    with pytest.raises(ConfigError, match="matches 0 grid cells"):
+        K.answer(records, baseline=("search.template_weight=2",))
+    with pytest.raises(ConfigError, match="key=value"):
+        K.answer(records, baseline=("search.template_weight",))
 
 
 def test_picture_has_one_row_per_class(tmp_path: Path) -> None:
@@ -198,3 +263,26 @@ def test_canonical_toml_expands_to_the_grid() -> None:
     assert priors == want
     control = {r.config.search.prior for r in runs if r.config.data.random_frames}
     assert control == {"uniform", "stored_frame"}  # the stored-frame prior and its baseline
+
+
+@pytest.mark.parametrize("name", ["template", "anneal", "capacity"])
+def test_lever_configs_name_one_baseline_cell(name: str) -> None:
+    from orient3d.config_schema import from_dict
+    from orient3d.experiments import load_spec
+    from orient3d.experiments.cells import Cell
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "reference" / "levers"
+    spec = load_spec(path / f"{name}.toml")
+    runs = expand_runs(spec)
+    assert len(spec.seeds) >= 3 and all(r.config.train.mode == "search" for r in runs)
+    opts = from_dict(K.Options, spec.options, "options.")
+    values = {tuple(sorted((k, repr(v)) for k, v in r.params.items() if k != "seed")) for r in runs}
+    grid = [Cell({k: r.params[k] for k in r.params if k != "seed"}, ()) for r in runs]
+    grid = list(
+        {tuple(sorted((k, repr(v)) for k, v in c.values.items())): c for c in grid}.values()
+    )
+    assert len(grid) == len(values) > 1
+    base = K._baseline_cell(grid, opts.baseline)
+    assert base is not None and opts.iou_floor >= 0.7
+    # no ground truth in training: a uniform prior, the stored frames as they are
+    assert {r.config.search.prior for r in runs} == {"uniform"}

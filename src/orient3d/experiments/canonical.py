@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 
+from orient3d.errors import ConfigError
 from orient3d.experiments.canonical_pose import pose_analysis, pose_record
 from orient3d.experiments.cells import (
     Cell,
@@ -76,14 +78,21 @@ class Options:
     picture_per_class: int = 4  # objects per class in the first seed's picture (0: none)
     usage_min_frac: float = 0.01  # a pose is used when it takes this fraction of the objects
     iou_floor: float = 0.5  # below this test IoU a model's poses mean nothing: verdict refused
+    # The grid cell each other cell's verdict is measured against, as "key=value" items
+    # (e.g. ["search.template_weight=0.0"] for a lever study); empty: within each cell,
+    # against its uniform-prior hard-choice setting.
+    baseline: tuple[str, ...] = ()
 
 
 COMPARED = ("variant", "train.mode")  # the settings an answer compares within a grid cell
 
 
-def _settings(runs: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
-    """Runs that differ in seed alone, by setting name (the variant, else the cell's label)."""
+def _settings(runs: Sequence[RunRecord], search_only: bool = False) -> dict[str, list[RunRecord]]:
+    """Runs that differ in seed alone, by setting name (the variant, else the cell's label);
+    with ``search_only`` only search-trained runs (the settings a verdict compares)."""
     out: dict[str, list[RunRecord]] = {}
+    if search_only:
+        runs = [r for r in runs if r.config.train.mode == "search"]
     for c in cells(runs):
         name = str(c.values.get("variant") or c.label([k for k in c.values if k in COMPARED]))
         out[name or "all"] = list(c.runs)
@@ -123,13 +132,25 @@ def _epochs(runs: Sequence[RunRecord], key: str, last: bool = True) -> list[floa
 
 
 def _setting(runs: Sequence[RunRecord]) -> tuple[str, str]:
-    """The prior (with its weight when not 1) and whether the choice was annealed."""
-    s = runs[0].config.search
+    """The prior (with its weight when not 1) and the choice: hard, soft at a fixed
+    temperature, or soft annealed (``T a→b``). ``—`` for runs trained without search
+    (the oracle ``single`` and the ``augmented`` baseline)."""
+    cfg = runs[0].config
+    if cfg.train.mode != "search":
+        return f"— ({cfg.train.mode})", "—"
+    s = cfg.search
     name = "stored_frame" if s.prior == "learned" else s.prior  # (the former name)
     prior = name if s.prior == "uniform" or s.prior_weight == 1 else f"{name} ×{s.prior_weight:g}"
-    if runs[0].config.data.random_frames:  # the control: the stored frame carries nothing
+    if s.template != "none":
+        prior += f", template ×{s.template_weight:g}"
+    if cfg.data.random_frames:  # the control: the stored frame carries nothing
         prior += " (random frames)"
-    anneal = "on" if s.choice == "soft" else "off"
+    if s.choice == "hard":
+        anneal = "off (hard)"
+    elif s.temperature_start == s.temperature:
+        anneal = f"off (soft, T {s.temperature:g})"
+    else:
+        anneal = f"on (soft, T {s.temperature_start:g}→{s.temperature:g})"
     return prior, anneal
 
 
@@ -177,23 +198,41 @@ COLUMNS = [
 ]
 
 
-def cell_answer(runs: Sequence[RunRecord], iou_floor: float = 0.5) -> tuple[str, str]:
+def cell_answer(
+    runs: Sequence[RunRecord],
+    iou_floor: float = 0.5,
+    baseline: tuple[str, Sequence[RunRecord]] | None = None,
+) -> tuple[str, str]:
     """``(verdict, sentence)`` for one grid cell: whether a canonical pose emerged, where.
 
-    Emerged: the best setting's global consistency is at least 0.5 and its 95%
-    Wilson interval (pooled objects of the seeds) lies above the uniform prior's
-    (hard choice, or the first uniform setting). Refused: a measured model has
-    test IoU below ``iou_floor``. Chance: 1/24, and the expected modal share of
-    randomly posed objects.
+    Only search-trained settings are compared (an oracle or augmented run in the
+    cell is shown in the table, not judged). Emerged: the best setting's global
+    consistency is at least 0.5 and its 95% Wilson interval (pooled objects of the
+    seeds) lies above the reference's: the ``baseline`` cell ``(label, runs)`` when
+    given, else the cell's uniform-prior setting (hard choice, or the first uniform
+    one). Refused: a compared model (or a baseline model) has test IoU below
+    ``iou_floor``. Chance: 1/24, and the expected modal share of randomly posed
+    objects.
     """
-    groups_ = {k: v for k, v in _settings(runs).items() if _values(v, "global_consistency")}
+    groups_ = {
+        k: v
+        for k, v in _settings(runs, search_only=True).items()
+        if _values(v, "global_consistency")
+    }
     if not groups_:
-        return "none", "No run has canonical-pose measurements yet."
+        return "none", "No search run has canonical-pose measurements yet."
     stats = {k: _prop(v, "global_consistency") for k, v in groups_.items()}
     best = max(stats, key=lambda k: stats[k]["mean"])
     uniform = [k for k, v in groups_.items() if _setting(v)[0] == "uniform"]
-    uni = next((k for k in uniform if _setting(groups_[k])[1] == "off"), None)
+    uni = next((k for k in uniform if _setting(groups_[k])[1].startswith("off (hard")), None)
     uni = uni or (uniform[0] if uniform else None)
+    base_runs: Sequence[RunRecord] = ()
+    if baseline is not None:
+        uni, base_runs = None, [r for r in baseline[1] if _values([r], "global_consistency")]
+        if base_runs:
+            groups_[f"the baseline ({baseline[0]})"] = list(base_runs)
+            uni = f"the baseline ({baseline[0]})"
+            stats[uni] = _prop(base_runs, "global_consistency")
     lo = stats[best]["lo"]
     n = int(min(_values(groups_[best], "n_objects")))
     above = uni is None or (
@@ -210,15 +249,18 @@ def cell_answer(runs: Sequence[RunRecord], iou_floor: float = 0.5) -> tuple[str,
         f"(chance 1/24 = 0.042; {fmt(random_max(n), 2)} expected for randomly posed objects)"
     )
     if uni is not None and uni != best:
-        text += f", against {ci_text(stats[uni])} with the uniform prior ({uni})"
+        which = uni if base_runs else f"the uniform prior ({uni})"
+        text += f", against {ci_text(stats[uni])} with {which}"
     text += f"; per class, consistency {ci_text(_prop(groups_[best], 'class_consistency'))}"
     c_chance = _values(groups_[best], "class_random_max")
     if c_chance:
         text += f" (random: {fmt(float(np.mean(c_chance)), 2)})"
-    up = float(np.mean(_values(groups_[best], "upright")))
+    up = _prop(groups_[best], "upright")
     up_chance = float(np.mean(_values(groups_[best], "upright_chance") or [1 / 6]))
-    text += f"; upright agreement {fmt(up, 2)} (chance {fmt(up_chance, 2)})"
-    text += f"; {iou_text(groups_[best])} under {best}"
+    text += f"; upright agreement {ci_text(up)} (chance {fmt(up_chance, 2)}"
+    if uni is not None and uni != best:
+        text += f"; {ci_text(_prop(groups_[uni], 'upright'))} with {uni}"
+    text += f"); {iou_text(groups_[best])} under {best}"
     behind = [r for v in groups_.values() for r in v]
     short = iou_shortfalls(behind, iou_floor)
     if short:
@@ -226,12 +268,56 @@ def cell_answer(runs: Sequence[RunRecord], iou_floor: float = 0.5) -> tuple[str,
     return ("emerged" if emerged else "not emerged"), f"{text}."
 
 
-def answer(records: Sequence[RunRecord], iou_floor: float = 0.5) -> str:
-    """:func:`cell_answer` per grid cell (``"At latent=4: ..."`` when there are several)."""
+def _baseline_cell(grid: Sequence[Cell], items: Sequence[str]) -> Cell | None:
+    """The cell whose values match every ``"key=value"`` of ``items`` (TOML values)."""
+    if not items:
+        return None
+    want: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"options.baseline: {item!r} is not of the form key=value")
+        try:
+            want[key.strip()] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"options.baseline: {item!r}: {text!r} is not a TOML value") from e
+    found = [c for c in grid if all(k in c.values and c.values[k] == v for k, v in want.items())]
+    if len(found) != 1:
+        have = "; ".join(c.label() for c in grid)
+        raise ConfigError(
+            f"options.baseline {list(items)} matches {len(found)} grid cells, not one "
+            f"(cells: {have})"
+        )
+    return found[0]
+
+
+def _verdicts(
+    records: Sequence[RunRecord], iou_floor: float, baseline: Sequence[str] = ()
+) -> list[tuple[str, tuple[str, str]]]:
+    """``(cell label, (verdict, sentence))`` per grid cell; against the baseline cell
+    (``Options.baseline``) when one is named, the baseline itself not judged."""
     grid = cells(records, ignore=COMPARED)
-    if len(grid) <= 1:
-        return cell_answer(records, iou_floor)[1]
-    return " ".join(f"At {g.label()}: {cell_answer(g.runs, iou_floor)[1]}" for g in grid)
+    base = _baseline_cell(grid, baseline)
+    ref = None if base is None else (base.label(), [r for r in base.runs if _wants_run(r)])
+    return [
+        (g.label(), cell_answer(g.runs, iou_floor, ref))
+        for g in grid
+        if base is None or g is not base
+    ]
+
+
+def _wants_run(r: RunRecord) -> bool:
+    return r.config.train.mode == "search"
+
+
+def answer(
+    records: Sequence[RunRecord], iou_floor: float = 0.5, baseline: Sequence[str] = ()
+) -> str:
+    """:func:`cell_answer` per grid cell (``"At latent=4: ..."`` when there are several)."""
+    found = _verdicts(records, iou_floor, baseline)
+    if len(found) == 1 and not baseline:
+        return found[0][1][1]
+    return " ".join(f"At {label}: {sentence}" for label, (_, sentence) in found)
 
 
 def _figures(grid: Sequence[Cell], out: Path) -> dict[str, list[str]]:
@@ -258,22 +344,36 @@ def _figures(grid: Sequence[Cell], out: Path) -> dict[str, list[str]]:
 
 
 def _lever(records: Sequence[RunRecord], spec: ExperimentSpec, out: Path) -> list[str]:
-    """Global consistency per setting against the first grid key with several values."""
+    """Global consistency and upright agreement per setting against the first grid key
+    with several values (one figure each, 95% Wilson bands)."""
     keys = [k for k, v in spec.grid if len(v) > 1 and k not in COMPARED]
     measured = [r for r in records if _values([r], "global_consistency")]
     if not keys or not measured:
         return []
-    fig = lever_figure(
-        out,
-        "canonical_lever",
-        cells(measured),
-        keys[0],
-        lambda c: _prop(c.runs, "global_consistency"),
-        series=lambda c: next(iter(_settings(c.runs))),
-        ylabel="global consistency (95% Wilson interval)",
-        title="Global consistency against " + keys[0],
-    )
-    return [fig] if fig else []
+    figs = []
+    for key, name, label, line in (
+        ("global_consistency", "canonical_lever", "global consistency", (1 / G, "chance 1/24")),
+        ("upright", "canonical_lever_upright", "upright agreement", None),
+    ):
+        if not _values(measured, key):
+            continue
+        if line is None:
+            chance = _values(measured, "upright_chance")
+            line = (float(np.mean(chance)), "chance") if chance else None
+        fig = lever_figure(
+            out,
+            name,
+            cells(measured),
+            keys[0],
+            lambda c, key=key: _prop(c.runs, key),  # type: ignore[misc]
+            series=lambda c: next(iter(_settings(c.runs))),
+            ylabel=f"{label} (95% Wilson interval)",
+            title=f"{label.capitalize()} against {keys[0]}",
+            hline=line,
+        )
+        if fig:
+            figs.append(fig)
+    return figs
 
 
 TEXT = (
@@ -331,17 +431,25 @@ def summarize(
     return jsonable(
         {
             "name": spec.name,
-            "answers": [{"question": question, "answer": answer(records, options.iou_floor)}],
+            "answers": [
+                {
+                    "question": question,
+                    "answer": answer(records, options.iou_floor, options.baseline),
+                }
+            ],
             "sections": sections,
             "verdicts": {
-                g.label() or "all": cell_answer(g.runs, options.iou_floor)[0] for g in grid
+                label or "all": v[0]
+                for label, v in _verdicts(records, options.iou_floor, options.baseline)
             },
         }
     )
 
 
 def _wants(run: RunSpec, options: Options) -> bool:
-    return run.config.train.mode == "search"
+    # every model whose poses can be measured: search runs, and the oracle (single)
+    # and augmented baselines beside them
+    return run.config.train.mode in ("search", "single", "augmented")
 
 
 KIND = Kind(
