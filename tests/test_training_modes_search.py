@@ -67,7 +67,8 @@ def test_cache_is_exact_while_the_model_is_fixed() -> None:
     """A cached canonical pose answers a new view exactly as a fresh full search."""
     o = cube_group()
     objs = make_objects(4)
-    mode = SearchMode(_cfg("search.cache=true", "search.refresh_every=3"), objs, torch.Generator())
+    cfg = _cfg("search.cache=true", "search.refresh_every=3", "search.stale_probe=0")
+    mode = SearchMode(cfg, objs, torch.Generator())
     model = tiny_model()
     x, g, idx = _batch(seed=0)
     mode.start_epoch(model, 1)
@@ -89,9 +90,42 @@ def test_cache_is_exact_while_the_model_is_fixed() -> None:
     assert mode.end_epoch(4)["cache_hit_frac"] == 0.0
 
 
+def test_the_staleness_probe_measures_the_cache_and_refreshes_it_when_stale() -> None:
+    o = cube_group()
+    objs = make_objects(6)
+    cfg = _cfg("search.cache=true", "search.refresh_every=8", "search.stale_probe=4")
+    cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, refresh_frac=0.0))
+    mode = SearchMode(cfg, objs, torch.Generator())
+    model = tiny_model()
+    x, g, idx = _batch(6)
+    mode.start_epoch(model, 1)  # the first search epoch: nothing cached, no probe
+    mode.prepare(model, x, g, idx, 1)
+    assert mode.end_epoch(1)["cache_stale_probe"] is None
+    # The model is fixed: a fresh search agrees with every cached choice.
+    mode.start_epoch(model, 2)
+    mode.prepare(model, x, g, idx, 2)
+    stats = mode.end_epoch(2)
+    assert stats["cache_stale_probe"] == 0.0 and stats["cache_stale_probe_n"] == 4
+    assert stats["cache_hit_frac"] == 1.0 and not stats["cache_refreshed"]
+    assert stats["rows_scored_per_sample"] == 4 * 24 / 6  # the probe's rows alone
+    # Cached poses turned by a quarter turn (the objects are asymmetric): all stale.
+    right = mode.poses[:, 0].clone()
+    mode.poses[:, 0] = o.table[right, 1]
+    mode.start_epoch(model, 3)
+    prep = mode.prepare(model, x, g, idx, 3)
+    stats = mode.end_epoch(3)
+    assert stats["cache_stale_probe"] == 1.0 and stats["cache_refreshed"]
+    assert stats["cache_hit_frac"] == 0.0  # the whole epoch searched afresh
+    assert prep.choice is not None
+    assert torch.equal(prep.choice, score_orientations(model, x, o).argmin(dim=1))
+    assert same_voxels(objs.stabilizers, o, mode.poses[:, 0], right).all()
+
+
 def test_cache_with_proposals_rescores_only_those() -> None:
     objs = make_objects(4)
-    cfg = _cfg("search.cache=true", "search.refresh_every=2", "search.proposals=3")
+    cfg = _cfg(
+        "search.cache=true", "search.refresh_every=2", "search.proposals=3", "search.stale_probe=0"
+    )
     mode = SearchMode(cfg, objs, torch.Generator())
     model = tiny_model()
     x, g, idx = _batch()
@@ -225,6 +259,7 @@ def _stale_mode(n: int) -> tuple[SearchMode, torch.Tensor, torch.Tensor, torch.T
         "search.refresh_every=100",
         "search.refresh_frac=1.0",  # every presented sample is searched: all are checked
         "search.max_stale=0.05",
+        "search.stale_probe=0",  # the in-epoch checks alone (the probe has its own test)
         "train.epochs=4",
     )
     mode = SearchMode(cfg, make_objects(n), torch.Generator().manual_seed(0))

@@ -176,6 +176,10 @@ class SearchConfig:
     # refresh_frac samples, logged as cache_stale_frac); above this the next epoch
     # re-searches every object (1: never)
     max_stale: float = 0.05
+    # cache: objects re-searched at the start of every search epoch after the first to
+    # measure the staleness of the cache the epoch would train on (cache_stale_probe);
+    # above max_stale the whole epoch re-searches every object (0: no probe)
+    stale_probe: int = 64
     # Orientation prior over the canonical pose h = r⁻¹g (orient3d.training.prior): uniform (the
     # seed's model); stored_frame (one categorical p(h), updated each epoch; h is measured
     # in the dataset's stored frame, so this prior is weakly supervised by that frame;
@@ -205,6 +209,7 @@ class SearchConfig:
         _check(self.proposals >= 1, "search.proposals", self.proposals, ">= 1")
         _check(0 <= self.refresh_frac <= 1, "search.refresh_frac", self.refresh_frac, "in [0, 1]")
         _check(0 <= self.max_stale <= 1, "search.max_stale", self.max_stale, "in [0, 1]")
+        _check(self.stale_probe >= 0, "search.stale_probe", self.stale_probe, ">= 0")
         _check(
             0 <= self.prior_floor < 1 / 48, "search.prior_floor", self.prior_floor, "in [0, 1/48)"
         )

@@ -55,6 +55,17 @@ object's symmetry): logged per epoch as ``cache_stale_frac`` (over
 the trigger; an epoch that ends above it with fewer checks makes the next epoch
 re-search every object. ``cache_refreshed``: the epoch re-searched objects so.
 
+Staleness probe (``search.stale_probe``, default 64). Those checks come during the
+epoch, after some of its steps trained on cached poses. So at the start of every
+search epoch that would train on the cache, a fixed-size random sample of cached
+objects is searched afresh in its stored pose (the same score: the model, with any
+template and prior) before any step: ``cache_stale_probe`` is the share of those
+whose choice would change (over ``cache_stale_probe_n`` objects). Above
+``max_stale`` the whole epoch re-searches every object, so an epoch trains on a
+cache only when its measured staleness is at most ``max_stale``. The sample is drawn
+from the run's seed and the epoch alone, so all processes of a distributed run
+probe the same objects and agree.
+
 Logged per epoch (:meth:`SearchMode.end_epoch`): ``pose_hist`` (counts of ``h``
 over the samples of the epoch, relative to the known ground-truth pose),
 ``pose_entropy`` (nats), ``poses_used`` (poses with at least 1% of the samples),
@@ -178,6 +189,10 @@ class SearchMode:
         self.due_before: int | None = None
         self.refreshed = self.triggered = False
         self.labels = train.labels.long()
+        self.voxels = train.voxels  # the stored grids, for the staleness probe
+        self.seed = cfg.seed
+        self.probe: float | None = None  # this epoch's probed staleness
+        self.probe_n = 0
         n_classes = max(len(train.class_names), int(self.labels.max()) + 1 if n else 1)
         self.prior = make_prior(cfg.search, g, n_classes)
         side = train.voxels.shape[-1]
@@ -205,6 +220,29 @@ class SearchMode:
         self.rows = self.samples = self.hits = 0
         self.gaps, self.prior_changed = [], 0
         self.stale_checked = self.stale_found = 0
+        self.probe, self.probe_n = None, 0
+        if self.active and c.cache and c.stale_probe > 0:
+            self._probe_staleness(model)
+
+    def _probe_staleness(self, model: VAE) -> None:
+        """Search a sample of the objects whose cache entry this epoch would reuse, in
+        their stored pose; above ``max_stale`` changed, re-search every object."""
+        current = (self.searched_at >= 0) & (self.searched_at >= self.refresh_from)
+        objs = current.nonzero(as_tuple=True)[0]
+        if objs.numel() == 0:
+            return
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.k)
+        pick = torch.randperm(objs.numel(), generator=gen)[: self.cfg.stale_probe]
+        o = objs[pick]
+        x = self.voxels[o].to(next(model.parameters()).device)
+        ident = torch.zeros(o.numel(), dtype=torch.long)  # shown as stored: g = identity
+        scores = self._with_template(self._score(model, x).cpu(), x, None)
+        r = self._with_prior(scores, None, self.from_o[ident], o).argmin(dim=1)
+        h = canonical_pose(r, self.from_o[ident], self.group)
+        same = same_voxels(self.stab[o], self.group, h, self.poses[o, 0])
+        self.probe, self.probe_n = float((~same).float().mean()), int(o.numel())
+        if self.probe > self.cfg.max_stale:
+            self.refresh_from, self.refreshed = self.k, True
 
     def _score(self, model: VAE, x: Tensor, cand: Tensor | None = None) -> Tensor:
         c = self.cfg
@@ -387,6 +425,8 @@ class SearchMode:
             if self.stale_checked
             else None,
             "cache_stale_checked": self.stale_checked,
+            "cache_stale_probe": self.probe,
+            "cache_stale_probe_n": self.probe_n,
             "cache_refreshed": self.refreshed,
             "cache_refresh_triggered": self.triggered,
             "score_gap_median": None,
