@@ -87,7 +87,14 @@ def _fake(
                 "score_gap_median": 5.0,
                 "pose_hist": [3, 1],
             },
-            {"epoch": 2, "test_mse": 0.04, "changed_frac": 0.1, "score_gap_median": 30.0},
+            {
+                "epoch": 2,
+                "test_mse": 0.04,
+                "changed_frac": 0.1,
+                "score_gap_median": 30.0,
+                "cache_stale_probe": 0.25 if s == 0 else 0.0,
+            },
+            {"epoch": 3, "cache_stale_probe": 0.03},
         ]
         if v not in ("uniform-hard", "oracle") and key == "variant":
             for m in metrics:
@@ -143,6 +150,10 @@ def test_summary_says_emerged_only_above_half_and_the_uniform_interval(tmp_path:
     assert rows[0][cols.index("prior overruled")]["n"] == 0
     assert rows[0][cols.index("train modal share")]["mean"] == pytest.approx(0.75)
     assert rows[1][cols.index("prior overruled")]["mean"] == pytest.approx(0.02)
+    # per seed: median of the probes (0.25, 0.03) or (0, 0.03); above max_stale 0.05: 1, 0, 0
+    probe = rows[0][cols.index("stale cache (probe, median)")]
+    assert probe["mean"] == pytest.approx((0.14 + 0.015 + 0.015) / 3)
+    assert rows[0][cols.index("epochs re-searched (probe)")]["mean"] == pytest.approx(1 / 3)
 
 
 def test_summary_says_not_emerged_below_half(tmp_path: Path) -> None:

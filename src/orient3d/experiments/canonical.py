@@ -131,6 +131,27 @@ def _epochs(runs: Sequence[RunRecord], key: str, last: bool = True) -> list[floa
     return vals
 
 
+def _max_stale(runs: Sequence[RunRecord]) -> float:
+    return float(runs[0].config.search.max_stale)
+
+
+def _probe(runs: Sequence[RunRecord], stat: Any) -> list[float]:
+    """Per run: ``stat`` of its epochs' ``cache_stale_probe`` (the share of probed cached
+    choices a fresh search changed, at the start of each search epoch after the first)."""
+    out = []
+    for r in runs:
+        v = np.array(
+            [
+                float(m["cache_stale_probe"])
+                for m in r.metrics
+                if m.get("cache_stale_probe") is not None
+            ]
+        )
+        if v.size:
+            out.append(float(stat(v)))
+    return out
+
+
 def _setting(runs: Sequence[RunRecord]) -> tuple[str, str]:
     """The prior (with its weight when not 1) and the choice: hard, soft at a fixed
     temperature, or soft annealed (``T a→b``). ``—`` for runs trained without search
@@ -174,6 +195,8 @@ def _row(name: str, runs: Sequence[RunRecord], grid: list[Any]) -> list[Any]:
         ci_cell(_epochs(runs, "prior_entropy")),
         ci_cell(_epochs(runs, "score_gap_median")),
         ci_cell(_epochs(runs, "prior_changed_frac", last=False), bounds=(0.0, 1.0)),
+        ci_cell(_probe(runs, np.median), bounds=(0.0, 1.0)),
+        ci_cell(_probe(runs, lambda v: float(np.sum(v > _max_stale(runs))))),
         ci_cell([r.results.get("seconds_total", float("nan")) for r in runs]),
     ]
 
@@ -194,6 +217,8 @@ COLUMNS = [
     "prior entropy (nats)",
     "score gap (nats)",
     "prior overruled",
+    "stale cache (probe, median)",
+    "epochs re-searched (probe)",
     "seconds",
 ]
 
@@ -391,6 +416,10 @@ TEXT = (
     "= 3.18), the score gap (median over the training samples of the second-best minus the "
     "best negative ELBO over the 24 poses, in nats); prior overruled: share of training "
     "samples whose chosen pose scored worse than the best (mean over the search epochs). "
+    "Stale cache: at the start of each search epoch after the first, the share of the probed "
+    "cached choices (search.stale_probe objects) a fresh search changes (median over "
+    "epochs); above search.max_stale the epoch re-searched every object (counted), so no "
+    "epoch trained on a cache staler than that. "
     "The prior's weight in the score L - λ log p(h) is 1 (the ELBO) unless shown as ×λ. "
     "Per cell (runs that differ in seed alone): shares of objects (consistencies, upright, "
     "train modal share) with a 95% Wilson interval on the pooled counts of the seeds "
