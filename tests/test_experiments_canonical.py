@@ -12,7 +12,7 @@ import torch
 from orient3d import groups
 from orient3d.errors import ConfigError
 from orient3d.experiments import canonical as K
-from orient3d.experiments import expand_runs, spec_from_dict
+from orient3d.experiments import canonical_verdict, expand_runs, spec_from_dict
 from orient3d.experiments.canonical_pose import picture
 from orient3d.experiments.common import load_record
 from orient3d.experiments.spec import ExperimentSpec
@@ -293,7 +293,59 @@ def test_lever_configs_name_one_baseline_cell(name: str) -> None:
         {tuple(sorted((k, repr(v)) for k, v in c.values.items())): c for c in grid}.values()
     )
     assert len(grid) == len(values) > 1
-    base = K._baseline_cell(grid, opts.baseline)
+    base = canonical_verdict.baseline_cell(grid, opts.baseline)
     assert base is not None and opts.iou_floor >= 0.7
     # no ground truth in training: a uniform prior, the stored frames as they are
     assert {r.config.search.prior for r in runs} == {"uniform"}
+
+
+def test_unseen_classes_are_reported_apart_from_the_trained_ones(tmp_path: Path) -> None:
+    base = {**BASE, "data": {**BASE["data"], "unseen_classes": ["lamp"]}}
+    spec = spec_from_dict(
+        {
+            "name": "u",
+            "kind": "canonical",
+            "seeds": [0, 1],
+            "base": base,
+            "variants": {"search-hard": ["train.mode=search"]},
+        }
+    )
+    records = []
+    for run in expand_runs(spec):
+        seed = run.params["seed"]
+        per_class = {  # lamp: unseen; chair and bed: trained
+            "lamp": {"consistency": 0.5, "modal_pose": 0, "n": 10, "upright": 0.2 + 0.2 * seed},
+            "chair": {"consistency": 1.0, "modal_pose": 0, "n": 10, "upright": 1.0},
+            "bed": {"consistency": 0.8, "modal_pose": 0, "n": 30, "upright": 0.6},
+        }
+        record = {
+            "n_objects": 50,
+            "global_consistency": 0.3,
+            "per_class": per_class,
+            "pose_counts": [1.0] * 24,
+        }
+        path = tmp_path / "runs" / run.name
+        fake_run(
+            path,
+            run.config,
+            {"test_mse": 0.04, "test_iou": 0.8},
+            metrics=[],
+            extra={"canonical_pose.json": record},
+        )
+        records.append(load_record(path, run.params, tmp_path, K.KIND.extra_files))
+    summary = K.summarize(records, spec, K.Options(), tmp_path)
+    sec = next(s for s in summary["sections"] if s["title"] == "Classes the model never saw")
+    cols, (row,) = sec["table"]["columns"], sec["table"]["rows"]
+    get = dict(zip(cols, row, strict=True))
+    assert get["unseen classes"] == "lamp"
+    assert get["upright, unseen"]["mean"] == pytest.approx((2 + 4) / 20)  # 0.2·10 + 0.4·10
+    assert get["upright, trained"]["mean"] == pytest.approx(2 * (10 + 18) / 80)
+    assert get["class consistency, trained"]["mean"] == pytest.approx(2 * (10 + 24) / 80)
+    lamp = get["upright: lamp"]  # 6 of 20 lamps upright over the 2 seeds
+    assert lamp["mean"] == pytest.approx(0.3) and lamp["lo"] < 0.3 < lamp["hi"]
+
+
+def test_runs_without_unseen_classes_have_no_such_section(tmp_path: Path) -> None:
+    records = _fake(tmp_path, {"uniform-hard": 0.2, "learned-anneal": 0.25, "learned-strong": 0.3})
+    titles = [s["title"] for s in K.summarize(records, _spec(), K.Options(), tmp_path)["sections"]]
+    assert "Classes the model never saw" not in titles

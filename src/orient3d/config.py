@@ -74,8 +74,17 @@ class DataConfig:
     # element of O before training, so the stored frame carries no alignment; the test
     # objects keep their stored frame, in which the pose metrics are measured
     random_frames: bool = False
+    # classes kept out of training and validation (their test objects stay): does what
+    # the model learned about poses carry over to classes it never saw?
+    unseen_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _check(
+            not self.classes or set(self.unseen_classes) <= set(self.classes),
+            "data.unseen_classes",
+            list(self.unseen_classes),
+            f"a subset of data.classes {list(self.classes)} (the classes loaded at all)",
+        )
         _check(
             self.res >= 8 and self.res & (self.res - 1) == 0,
             "data.res",

@@ -32,23 +32,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
-from orient3d.errors import ConfigError
 from orient3d.experiments.canonical_pose import pose_analysis, pose_record
+from orient3d.experiments.canonical_verdict import (
+    COMPARED,
+    answer,
+    by_setting,
+    cell_answer,
+    measured,
+    pooled,
+    setting_label,
+    verdicts,
+)
 from orient3d.experiments.cells import (
     Cell,
     cells,
-    ci_text,
     grid_columns,
     grid_keys,
     iou_cell,
-    iou_shortfalls,
-    iou_text,
     lever_figure,
     per_class_iou_section,
     prop_cell,
-    refusal,
 )
 from orient3d.experiments.common import (
     Kind,
@@ -64,12 +68,11 @@ from orient3d.report.figures import plot_pose_histograms
 
 __all__ = ["KIND", "Options", "answer", "cell_answer", "pose_analysis", "pose_record", "summarize"]
 
+G = 24
 QUESTION = (
     "Does a VAE trained with orientation search learn one canonical pose for all objects, "
     "and what makes it (the orientation prior, annealing)?"
 )
-G = 24
-EMERGED = 0.5  # global consistency a setting must reach for "a canonical pose emerged"
 
 
 @dataclass(frozen=True)
@@ -84,28 +87,6 @@ class Options:
     baseline: tuple[str, ...] = ()
 
 
-COMPARED = ("variant", "train.mode")  # the settings an answer compares within a grid cell
-
-
-def _settings(runs: Sequence[RunRecord], search_only: bool = False) -> dict[str, list[RunRecord]]:
-    """Runs that differ in seed alone, by setting name (the variant, else the cell's label);
-    with ``search_only`` only search-trained runs (the settings a verdict compares)."""
-    out: dict[str, list[RunRecord]] = {}
-    if search_only:
-        runs = [r for r in runs if r.config.train.mode == "search"]
-    for c in cells(runs):
-        name = str(c.values.get("variant") or c.label([k for k in c.values if k in COMPARED]))
-        out[name or "all"] = list(c.runs)
-    return out
-
-
-def _prop(runs: Sequence[RunRecord], key: str) -> dict[str, Any]:
-    """A fraction of objects over the seeds: Wilson interval on the pooled objects."""
-    recs = [r.extra["canonical_pose"] for r in runs if "canonical_pose" in r.extra]
-    recs = [x for x in recs if x.get(key) is not None]
-    return prop_cell([float(x[key]) for x in recs], [x.get("n_objects") for x in recs])
-
-
 def _train_prop(runs: Sequence[RunRecord]) -> dict[str, Any]:
     """Share of the last epoch's training samples in the modal pose index (Wilson, pooled)."""
     hists: list[list[float]] = []
@@ -114,11 +95,6 @@ def _train_prop(runs: Sequence[RunRecord]) -> dict[str, Any]:
         if last and sum(last) > 0:
             hists.append([float(v) for v in last])
     return prop_cell([max(h) / sum(h) for h in hists], [float(sum(h)) for h in hists])
-
-
-def _values(runs: Sequence[RunRecord], key: str) -> list[float]:
-    recs = [r.extra.get("canonical_pose", {}) for r in runs]
-    return [float(x[key]) for x in recs if x.get(key) is not None]
 
 
 def _epochs(runs: Sequence[RunRecord], key: str, last: bool = True) -> list[float]:
@@ -152,31 +128,8 @@ def _probe(runs: Sequence[RunRecord], stat: Any) -> list[float]:
     return out
 
 
-def _setting(runs: Sequence[RunRecord]) -> tuple[str, str]:
-    """The prior (with its weight when not 1) and the choice: hard, soft at a fixed
-    temperature, or soft annealed (``T a→b``). ``—`` for runs trained without search
-    (the oracle ``single`` and the ``augmented`` baseline)."""
-    cfg = runs[0].config
-    if cfg.train.mode != "search":
-        return f"— ({cfg.train.mode})", "—"
-    s = cfg.search
-    name = "stored_frame" if s.prior == "learned" else s.prior  # (the former name)
-    prior = name if s.prior == "uniform" or s.prior_weight == 1 else f"{name} ×{s.prior_weight:g}"
-    if s.template != "none":
-        prior += f", template ×{s.template_weight:g}"
-    if cfg.data.random_frames:  # the control: the stored frame carries nothing
-        prior += " (random frames)"
-    if s.choice == "hard":
-        anneal = "off (hard)"
-    elif s.temperature_start == s.temperature:
-        anneal = f"off (soft, T {s.temperature:g})"
-    else:
-        anneal = f"on (soft, T {s.temperature_start:g}→{s.temperature:g})"
-    return prior, anneal
-
-
 def _row(name: str, runs: Sequence[RunRecord], grid: list[Any]) -> list[Any]:
-    prior, anneal = _setting(runs)
+    prior, anneal = setting_label(runs)
     return [
         name,
         *grid,
@@ -184,13 +137,13 @@ def _row(name: str, runs: Sequence[RunRecord], grid: list[Any]) -> list[Any]:
         anneal,
         ci_cell([r.results["test_mse"] for r in runs]),
         iou_cell(runs),
-        _prop(runs, "global_consistency"),
+        pooled(runs, "global_consistency"),
         _train_prop(runs),
-        _prop(runs, "class_consistency"),
-        ci_cell(_values(runs, "n_used")),
-        ci_cell(_values(runs, "entropy_normalized"), bounds=(0.0, 1.0)),
-        _prop(runs, "upright"),
-        _prop(runs, "up_consistency"),
+        pooled(runs, "class_consistency"),
+        ci_cell(measured(runs, "n_used")),
+        ci_cell(measured(runs, "entropy_normalized"), bounds=(0.0, 1.0)),
+        pooled(runs, "upright"),
+        pooled(runs, "up_consistency"),
         ci_cell(_epochs(runs, "changed_frac"), bounds=(0.0, 1.0)),
         ci_cell(_epochs(runs, "prior_entropy")),
         ci_cell(_epochs(runs, "score_gap_median")),
@@ -223,135 +176,13 @@ COLUMNS = [
 ]
 
 
-def cell_answer(
-    runs: Sequence[RunRecord],
-    iou_floor: float = 0.5,
-    baseline: tuple[str, Sequence[RunRecord]] | None = None,
-) -> tuple[str, str]:
-    """``(verdict, sentence)`` for one grid cell: whether a canonical pose emerged, where.
-
-    Only search-trained settings are compared (an oracle or augmented run in the
-    cell is shown in the table, not judged). Emerged: the best setting's global
-    consistency is at least 0.5 and its 95% Wilson interval (pooled objects of the
-    seeds) lies above the reference's: the ``baseline`` cell ``(label, runs)`` when
-    given, else the cell's uniform-prior setting (hard choice, or the first uniform
-    one). Refused: a compared model (or a baseline model) has test IoU below
-    ``iou_floor``. Chance: 1/24, and the expected modal share of randomly posed
-    objects.
-    """
-    groups_ = {
-        k: v
-        for k, v in _settings(runs, search_only=True).items()
-        if _values(v, "global_consistency")
-    }
-    if not groups_:
-        return "none", "No search run has canonical-pose measurements yet."
-    stats = {k: _prop(v, "global_consistency") for k, v in groups_.items()}
-    best = max(stats, key=lambda k: stats[k]["mean"])
-    uniform = [k for k, v in groups_.items() if _setting(v)[0] == "uniform"]
-    uni = next((k for k in uniform if _setting(groups_[k])[1].startswith("off (hard")), None)
-    uni = uni or (uniform[0] if uniform else None)
-    base_runs: Sequence[RunRecord] = ()
-    if baseline is not None:
-        uni, base_runs = None, [r for r in baseline[1] if _values([r], "global_consistency")]
-        if base_runs:
-            groups_[f"the baseline ({baseline[0]})"] = list(base_runs)
-            uni = f"the baseline ({baseline[0]})"
-            stats[uni] = _prop(base_runs, "global_consistency")
-    lo = stats[best]["lo"]
-    n = int(min(_values(groups_[best], "n_objects")))
-    above = uni is None or (
-        lo is not None and stats[uni]["hi"] is not None and lo > stats[uni]["hi"]
-    )
-    emerged = stats[best]["mean"] >= EMERGED and above and uni != best
-    head = (
-        f"A single canonical pose emerged under {best}"
-        if emerged
-        else f"No single canonical pose emerged; the most consistent setting was {best}"
-    )
-    text = (
-        f"{head}: global consistency {ci_text(stats[best])} over {n} test objects per seed "
-        f"(chance 1/24 = 0.042; {fmt(random_max(n), 2)} expected for randomly posed objects)"
-    )
-    if uni is not None and uni != best:
-        which = uni if base_runs else f"the uniform prior ({uni})"
-        text += f", against {ci_text(stats[uni])} with {which}"
-    text += f"; per class, consistency {ci_text(_prop(groups_[best], 'class_consistency'))}"
-    c_chance = _values(groups_[best], "class_random_max")
-    if c_chance:
-        text += f" (random: {fmt(float(np.mean(c_chance)), 2)})"
-    up = _prop(groups_[best], "upright")
-    up_chance = float(np.mean(_values(groups_[best], "upright_chance") or [1 / 6]))
-    text += f"; upright agreement {ci_text(up)} (chance {fmt(up_chance, 2)}"
-    if uni is not None and uni != best:
-        text += f"; {ci_text(_prop(groups_[uni], 'upright'))} with {uni}"
-    text += f"); {iou_text(groups_[best])} under {best}"
-    behind = [r for v in groups_.values() for r in v]
-    short = iou_shortfalls(behind, iou_floor)
-    if short:
-        return "refused", f"{refusal(short, iou_floor)}. Measured: {text}."
-    return ("emerged" if emerged else "not emerged"), f"{text}."
-
-
-def _baseline_cell(grid: Sequence[Cell], items: Sequence[str]) -> Cell | None:
-    """The cell whose values match every ``"key=value"`` of ``items`` (TOML values)."""
-    if not items:
-        return None
-    want: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"options.baseline: {item!r} is not of the form key=value")
-        try:
-            want[key.strip()] = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"options.baseline: {item!r}: {text!r} is not a TOML value") from e
-    found = [c for c in grid if all(k in c.values and c.values[k] == v for k, v in want.items())]
-    if len(found) != 1:
-        have = "; ".join(c.label() for c in grid)
-        raise ConfigError(
-            f"options.baseline {list(items)} matches {len(found)} grid cells, not one "
-            f"(cells: {have})"
-        )
-    return found[0]
-
-
-def _verdicts(
-    records: Sequence[RunRecord], iou_floor: float, baseline: Sequence[str] = ()
-) -> list[tuple[str, tuple[str, str]]]:
-    """``(cell label, (verdict, sentence))`` per grid cell; against the baseline cell
-    (``Options.baseline``) when one is named, the baseline itself not judged."""
-    grid = cells(records, ignore=COMPARED)
-    base = _baseline_cell(grid, baseline)
-    ref = None if base is None else (base.label(), [r for r in base.runs if _wants_run(r)])
-    return [
-        (g.label(), cell_answer(g.runs, iou_floor, ref))
-        for g in grid
-        if base is None or g is not base
-    ]
-
-
-def _wants_run(r: RunRecord) -> bool:
-    return r.config.train.mode == "search"
-
-
-def answer(
-    records: Sequence[RunRecord], iou_floor: float = 0.5, baseline: Sequence[str] = ()
-) -> str:
-    """:func:`cell_answer` per grid cell (``"At latent=4: ..."`` when there are several)."""
-    found = _verdicts(records, iou_floor, baseline)
-    if len(found) == 1 and not baseline:
-        return found[0][1][1]
-    return " ".join(f"At {label}: {sentence}" for label, (_, sentence) in found)
-
-
 def _figures(grid: Sequence[Cell], out: Path) -> dict[str, list[str]]:
     figs: dict[str, list[str]] = {"usage": [], "classes": []}
     hists = []
     for g in grid:
         suffix = f", {g.label()}" if g.label() else ""
         slug = re.sub(r"[^A-Za-z0-9.+=-]+", "_", g.label())
-        for name, runs in _settings(g.runs).items():
+        for name, runs in by_setting(g.runs).items():
             first = min(runs, key=lambda r: r.config.seed)
             if "canonical_pose" in first.extra:
                 counts = first.extra["canonical_pose"]["pose_counts"]
@@ -372,26 +203,26 @@ def _lever(records: Sequence[RunRecord], spec: ExperimentSpec, out: Path) -> lis
     """Global consistency and upright agreement per setting against the first grid key
     with several values (one figure each, 95% Wilson bands)."""
     keys = [k for k, v in spec.grid if len(v) > 1 and k not in COMPARED]
-    measured = [r for r in records if _values([r], "global_consistency")]
-    if not keys or not measured:
+    done = [r for r in records if measured([r], "global_consistency")]
+    if not keys or not done:
         return []
     figs = []
     for key, name, label, line in (
         ("global_consistency", "canonical_lever", "global consistency", (1 / G, "chance 1/24")),
         ("upright", "canonical_lever_upright", "upright agreement", None),
     ):
-        if not _values(measured, key):
+        if not measured(done, key):
             continue
         if line is None:
-            chance = _values(measured, "upright_chance")
+            chance = measured(done, "upright_chance")
             line = (float(np.mean(chance)), "chance") if chance else None
         fig = lever_figure(
             out,
             name,
-            cells(measured),
+            cells(done),
             keys[0],
-            lambda c, key=key: _prop(c.runs, key),  # type: ignore[misc]
-            series=lambda c: next(iter(_settings(c.runs))),
+            lambda c, key=key: pooled(c.runs, key),  # type: ignore[misc]
+            series=lambda c: next(iter(by_setting(c.runs))),
             ylabel=f"{label} (95% Wilson interval)",
             title=f"{label.capitalize()} against {keys[0]}",
             hline=line,
@@ -399,6 +230,67 @@ def _lever(records: Sequence[RunRecord], spec: ExperimentSpec, out: Path) -> lis
         if fig:
             figs.append(fig)
     return figs
+
+
+def _class_share(runs: Sequence[RunRecord], names: set[str], key: str) -> dict[str, Any]:
+    """``key`` (a per-class share of objects) pooled over the classes ``names`` and the
+    seeds: a Wilson interval on the objects of those classes."""
+    fractions, counts = [], []
+    for r in runs:
+        per = r.extra.get("canonical_pose", {}).get("per_class", {})
+        rows = [v for c, v in per.items() if c in names and v.get(key) is not None]
+        n = sum(int(v["n"]) for v in rows)
+        if n:
+            fractions.append(sum(float(v[key]) * int(v["n"]) for v in rows) / n)
+            counts.append(float(n))
+    return prop_cell(fractions, counts)
+
+
+def _unseen_section(grid: Sequence[Cell], keys: Sequence[str]) -> dict[str, Any] | None:
+    """Upright agreement and class consistency on the classes a model never saw
+    (``data.unseen_classes``) beside those it trained on; None without unseen classes."""
+    runs = [r for g in grid for r in g.runs]
+    unseen = sorted({c for r in runs for c in r.config.data.unseen_classes})
+    if not unseen:
+        return None
+    rows = []
+    for g in grid:
+        for name, rs in by_setting(g.runs).items():
+            hidden = set(rs[0].config.data.unseen_classes)
+            names = {c for r in rs for c in r.extra.get("canonical_pose", {}).get("per_class", {})}
+            seen = names - hidden
+            per = [_class_share(rs, {c}, "upright") for c in unseen]
+            rows.append(
+                [
+                    name,
+                    *g.grid(keys),
+                    ", ".join(sorted(hidden)) or "none",
+                    _class_share(rs, hidden, "upright"),
+                    _class_share(rs, seen, "upright"),
+                    _class_share(rs, hidden, "consistency"),
+                    _class_share(rs, seen, "consistency"),
+                    *per,
+                ]
+            )
+    return section(
+        "Classes the model never saw",
+        "Test objects of the classes left out of training and validation "
+        "(data.unseen_classes) against those of the trained classes: upright agreement "
+        "(the canonical frame keeps +z up) and class consistency (share in the class's "
+        "modal pose), each pooled over the classes' objects and the seeds with a 95% Wilson "
+        "interval; then upright agreement per unseen class.",
+        [
+            "setting",
+            *grid_columns(keys),
+            "unseen classes",
+            "upright, unseen",
+            "upright, trained",
+            "class consistency, unseen",
+            "class consistency, trained",
+            *(f"upright: {c}" for c in unseen),
+        ],
+        rows,
+    )
 
 
 TEXT = (
@@ -435,8 +327,8 @@ def summarize(
     grid = cells(records, ignore=COMPARED)
     keys = grid_keys(spec, skip=COMPARED)
     figs = _figures(grid, out)
-    n = max((int(v) for v in _values(records, "n_objects")), default=0)
-    rows = [_row(k, v, g.grid(keys)) for g in grid for k, v in _settings(g.runs).items()]
+    n = max((int(v) for v in measured(records, "n_objects")), default=0)
+    rows = [_row(k, v, g.grid(keys)) for g in grid for k, v in by_setting(g.runs).items()]
     text = TEXT.format(n=n, rmax=fmt(random_max(max(n, 1)), 2), floor=options.iou_floor)
     sections = [
         section(
@@ -453,6 +345,9 @@ def summarize(
             figures=figs["classes"],
         ),
     ]
+    unseen = _unseen_section(grid, keys)
+    if unseen is not None:
+        sections.append(unseen)
     per_class = per_class_iou_section(cells(records), grid_keys(spec))
     if per_class is not None:
         sections.append(per_class)
@@ -469,7 +364,7 @@ def summarize(
             "sections": sections,
             "verdicts": {
                 label or "all": v[0]
-                for label, v in _verdicts(records, options.iou_floor, options.baseline)
+                for label, v in verdicts(records, options.iou_floor, options.baseline)
             },
         }
     )
