@@ -18,6 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "orient3d"
 # The package root itself (``orient3d.__version__``) sits below all of them.
 LAYERS = (
     "errors",
+    "lazy",
     "allocator",
     "config_schema",
     "geometry",

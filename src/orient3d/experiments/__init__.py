@@ -32,8 +32,9 @@ trained elsewhere; :mod:`.slurm` trains the runs as SLURM jobs (submitit), where
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from orient3d.lazy import homes, lazy_names
 
 if TYPE_CHECKING:
     from orient3d.experiments.core import (
@@ -54,16 +55,22 @@ if TYPE_CHECKING:
 
 # Where each name lives: loaded on first use, so that ``orient3d.experiments.launcher``
 # (read by the command line's argument parser) imports without torch.
-_HOME = {
-    **dict.fromkeys(
-        ("KINDS", "analyze_experiment", "get_kind", "run_experiment", "spec_with", "write_report"),
-        "orient3d.experiments.core",
-    ),
-    **dict.fromkeys(
-        ("ExperimentSpec", "RunSpec", "expand_runs", "load_spec", "spec_from_dict"),
-        "orient3d.experiments.spec",
-    ),
-}
+__getattr__, __dir__ = lazy_names(
+    __name__,
+    {
+        **homes(
+            "orient3d.experiments.core",
+            [
+                *("KINDS", "analyze_experiment", "get_kind", "run_experiment"),
+                *("spec_with", "write_report"),
+            ],
+        ),
+        **homes(
+            "orient3d.experiments.spec",
+            ("ExperimentSpec", "RunSpec", "expand_runs", "load_spec", "spec_from_dict"),
+        ),
+    },
+)
 
 __all__ = [
     "KINDS",
@@ -78,13 +85,3 @@ __all__ = [
     "spec_with",
     "write_report",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(importlib.import_module(_HOME[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})

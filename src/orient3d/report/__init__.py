@@ -12,21 +12,14 @@ The package namespace keeps the names of the former ``orient3d.report`` module.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from orient3d.lazy import homes, lazy_names
 
 if TYPE_CHECKING:
     from orient3d.report.build import Report, build_report, run_labels, write_report
 
 __all__ = ["Report", "build_report", "run_labels", "write_report"]
 
-
-def __getattr__(name: str) -> Any:
-    # Loaded on first use: .build imports matplotlib and torch; .rundata needs neither.
-    if name in __all__:
-        return getattr(importlib.import_module("orient3d.report.build"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+# Loaded on first use: .build imports matplotlib and torch; .rundata needs neither.
+__getattr__, __dir__ = lazy_names(__name__, homes("orient3d.report.build", __all__))

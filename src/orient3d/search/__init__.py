@@ -15,8 +15,9 @@ still imports it).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from orient3d.lazy import homes, lazy_names
 
 if TYPE_CHECKING:
     from orient3d.search.discrete import (
@@ -41,14 +42,6 @@ __all__ = [
     "scoring_context",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # The names above load with orient3d.search.discrete on first use (it imports
-    # torch; orient3d.search.options does not).
-    if name in __all__:
-        return getattr(importlib.import_module("orient3d.search.discrete"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+# The names above load with orient3d.search.discrete on first use (it imports torch;
+# orient3d.search.options does not).
+__getattr__, __dir__ = lazy_names(__name__, homes("orient3d.search.discrete", __all__))
