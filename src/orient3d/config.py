@@ -109,6 +109,10 @@ class ModelConfig:
     # fresh model predicts the data's occupancy instead of 0.5 everywhere and skips the
     # epochs spent learning "mostly empty" (0: PyTorch's default initialization)
     init_occupancy: float = 0.0
+    # an orientation head on the encoder (24 logits over O, orient3d.training.pose_head):
+    # trained beside the VAE on detached features, it never changes the VAE's weights; it
+    # proposes candidates to `orient3d recover --proposals K` (false: no head, as before)
+    pose_head: bool = False
 
     def __post_init__(self) -> None:
         _check(self.latent >= 1, "model.latent", self.latent, ">= 1")
