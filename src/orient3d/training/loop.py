@@ -38,7 +38,7 @@ from orient3d.errors import ConfigError, DataError, RunError
 from orient3d.evaluation.protocols import evaluate, load_run
 from orient3d.geometry import groups
 from orient3d.rundir import lock, runs
-from orient3d.training import distributed
+from orient3d.training import distributed, pose_head
 from orient3d.training.evaluation import evaluate_splits, finish, is_evaluated, select
 from orient3d.training.modes import MODES, AugmentedMode, Mode, Prepared, SingleMode, get_mode
 from orient3d.training.state import TrainState, build_state, save_state
@@ -85,7 +85,12 @@ def _diverged(what: str, epoch: int, step: int, out: Path, st: TrainState) -> Tr
 
 
 def _step(
-    st: TrainState, cfg: Config, voxels: Tensor, idx: Tensor, epoch: int
+    st: TrainState,
+    cfg: Config,
+    voxels: Tensor,
+    idx: Tensor,
+    epoch: int,
+    head: pose_head.HeadTrainer | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One SGD step on the objects ``idx`` (B,) of the global batch; returns (loss, grad norm).
 
@@ -117,23 +122,33 @@ def _step(
         torch.nn.utils.clip_grads_with_norm_(params, t.grad_clip, norm)
     st.scaler.step(st.optimizer)
     st.scaler.update()
+    if head is not None:  # after the VAE's step, on its grids: the VAE is left as it was
+        head.step(prep, idx.shape[0])
     distributed.sync_mode_step(st.mode, idx_all, st.dist)
     return st.dist.mean(loss.detach()), norm.detach()
 
 
 def _train_epoch(
-    st: TrainState, cfg: Config, voxels: Tensor, epoch: int, out: Path, progress: Progress | None
+    st: TrainState,
+    cfg: Config,
+    voxels: Tensor,
+    epoch: int,
+    out: Path,
+    progress: Progress | None,
+    head: pose_head.HeadTrainer | None = None,
 ) -> tuple[float, float, float]:
     """One pass over the training set; returns (mean loss, samples/s, mean gradient norm)."""
     st.model.train()
     st.mode.start_epoch(st.model, epoch)
+    if head is not None:
+        head.start_epoch(epoch)
     n, bs = voxels.shape[0], cfg.train.batch_size
     steps = math.ceil(n / bs)
     perm = torch.randperm(n, generator=st.data_gen)
     total, norms, t0 = 0.0, 0.0, time.perf_counter()
     for step in range(1, steps + 1):
         idx = perm[(step - 1) * bs : step * bs]
-        loss, norm = _step(st, cfg, voxels, idx, epoch)
+        loss, norm = _step(st, cfg, voxels, idx, epoch, head)
         value = float(loss)
         if not math.isfinite(value):
             raise _diverged("the loss", epoch, step, out, st)
@@ -312,11 +327,13 @@ def _fit(
     voxels = train_set.voxels.to(device)  # (N, D, D, D) uint8, indexed per batch
     writer = runs.Scalars(out, st.epoch, enabled=dist.main)  # rank 0 alone writes
     progress = progress if dist.main else None
+    head = pose_head.for_run(cfg, st.model, st.optimizer, dist)  # model.pose_head
     try:
         while st.epoch < cfg.train.epochs and not st.stopped:
             epoch, t0 = st.epoch + 1, time.perf_counter()
-            loss, speed, norm = _train_epoch(st, cfg, voxels, epoch, out, progress)
+            loss, speed, norm = _train_epoch(st, cfg, voxels, epoch, out, progress, head)
             record = _end_epoch(st, cfg, (val_set, test_set), epoch, loss, speed)
+            record.update(head.end_epoch() if head is not None else {})
             record["grad_norm"] = norm  # mean before clipping
             record["seconds"] = time.perf_counter() - t0
             # the training steps and the mode's epoch end; the rest is eval_seconds
