@@ -9,12 +9,13 @@ layer can run as an exactly equivalent 3³ convolution to 8 channels followed by
 on CPUs for one output channel.
 
 With ``model.pose_head`` the VAE also carries an orientation head: a small MLP on the
-flattened encoder output (the features ``to_stats`` reads, layer-normalized) giving 24 logits over the
-elements of O (:meth:`VAE.pose_logits`; logit ``r`` says the grid shown is ``r·x`` for a
-grid ``x`` in the model's frame, the index :func:`orient3d.search.score_orientations`
-uses). It is built after every other layer, so the VAE's own initialization does
-not change, and its parameters do not require gradients outside its own training step
-(:mod:`orient3d.training.pose_head`): the VAE's loss never reaches it.
+flattened encoder output (the features ``to_stats`` reads, layer-normalized) giving 24
+logits over the elements of O (:meth:`VAE.pose_logits`; logit ``r`` says the grid shown
+is ``r·x`` for a grid ``x`` in the model's frame, the index
+:func:`orient3d.search.score_orientations` uses). It is built after every other
+layer, so the VAE's own initialization does not change, and its parameters do not
+require gradients outside its own training step (:mod:`orient3d.training.pose_head`):
+the VAE's loss never reaches it.
 
 All per-sample terms are sums over voxels / latent dimensions, in nats:
 ``neg_elbo = recon + beta * kl``. The training loss is their mean over the batch.
