@@ -13,7 +13,7 @@ from orient3d.config import Config, ModelConfig, apply_overrides
 from orient3d.data import VoxelSet
 from orient3d.errors import ConfigError
 from orient3d.evaluation import recovery
-from orient3d.geometry.groups import cube_group, rotate
+from orient3d.geometry.groups import cube_group, rotate, same_voxels
 from orient3d.model import VAE
 from orient3d.search.discrete import score_orientations
 from test_cli_messages import _error
@@ -72,6 +72,9 @@ def test_proposals_24_is_the_exhaustive_search(setup: tuple[VAE, VoxelSet]) -> N
     assert full["proposals"] == k24["proposals"] == 24
     scores = score_orientations(model, a["x"], O)
     assert torch.equal(a["pred"], scores.argmin(dim=1))
+    stab = objs.stabilizers[torch.arange(N) % len(objs)]
+    right = [bool(same_voxels(stab[i], O, int(a["pred"][i]), int(a["g"][i]))) for i in range(N)]
+    assert full["wrong_views"] == [i for i in range(N) if not right[i]]
 
 
 @pytest.mark.parametrize("k", [2, 4, 23])

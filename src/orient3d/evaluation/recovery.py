@@ -63,7 +63,8 @@ def recover(
     Returns a JSON-ready dict: ``accuracy`` (modulo symmetry) with ``accuracy_ci``
     (95% Wilson score interval: not empty at 0 or n correct), ``n``,
     ``n_correct``, ``errors_by_angle`` (``{"90": count, ...}`` over the wrong
-    predictions), ``posterior_mass_on_truth``, ``objects_per_s``
+    predictions), ``wrong_views`` (the indices ``i`` of the views recovered wrong;
+    view ``i`` shows object ``i % len(test)``), ``posterior_mass_on_truth``, ``objects_per_s``
     (scoring and choice only, the head's pass included), ``seconds``, ``proposals``
     (elements considered per object: 24 for the exhaustive search) and ``protocol``.
     ``proposals`` K in 1..23 needs a model with an orientation head (module docstring).
@@ -96,6 +97,7 @@ def recover(
         "n": n,
         "n_correct": res["n_correct"],
         "errors_by_angle": {str(a): c for a, c in sorted(res["error_angle_counts"].items())},
+        "wrong_views": [int(i) for i in (~res["correct"]).nonzero()[0]],
         "posterior_mass_on_truth": res["posterior_mass"],
         "objects_per_s": n / seconds if seconds > 0 else float("inf"),
         "seconds": seconds,
