@@ -14,7 +14,7 @@ logits over the elements of O (:meth:`VAE.pose_logits`; logit ``r`` says the gri
 is ``r·x`` for a grid ``x`` in the model's frame, the index
 :func:`orient3d.search.score_orientations` uses). It is built after every other
 layer, so the VAE's own initialization does not change, and its parameters do not
-require gradients outside its own training step (:mod:`orient3d.training.pose_head`):
+require gradients outside its own fit after training (:mod:`orient3d.training.pose_head`):
 the VAE's loss never reaches it.
 
 All per-sample terms are sums over voxels / latent dimensions, in nats:
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 POSE_CLASSES = 24  # the orientation head's logits: one per element of O (group order)
-POSE_HIDDEN = 256  # hidden units of the orientation head's MLP
+POSE_HIDDEN = 512  # hidden units of the orientation head's MLP
 
 
 @dataclass
@@ -198,7 +198,7 @@ class VAE(nn.Module):
                 nn.ReLU(),
                 nn.Linear(POSE_HIDDEN, POSE_CLASSES),
             )
-            self.pose_head.requires_grad_(False)  # trained on its own (training.pose_head)
+            self.pose_head.requires_grad_(False)  # fitted on its own (training.pose_head)
 
     def features(self, x: Tensor) -> Tensor:
         """``(B, D, D, D) -> (B, F)``: the flattened encoder output, ``F = C d³``."""

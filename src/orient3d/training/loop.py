@@ -85,12 +85,7 @@ def _diverged(what: str, epoch: int, step: int, out: Path, st: TrainState) -> Tr
 
 
 def _step(
-    st: TrainState,
-    cfg: Config,
-    voxels: Tensor,
-    idx: Tensor,
-    epoch: int,
-    head: pose_head.HeadTrainer | None = None,
+    st: TrainState, cfg: Config, voxels: Tensor, idx: Tensor, epoch: int
 ) -> tuple[Tensor, Tensor]:
     """One SGD step on the objects ``idx`` (B,) of the global batch; returns (loss, grad norm).
 
@@ -122,33 +117,23 @@ def _step(
         torch.nn.utils.clip_grads_with_norm_(params, t.grad_clip, norm)
     st.scaler.step(st.optimizer)
     st.scaler.update()
-    if head is not None:  # after the VAE's step, on its grids: the VAE is left as it was
-        head.step(prep, idx.shape[0])
     distributed.sync_mode_step(st.mode, idx_all, st.dist)
     return st.dist.mean(loss.detach()), norm.detach()
 
 
 def _train_epoch(
-    st: TrainState,
-    cfg: Config,
-    voxels: Tensor,
-    epoch: int,
-    out: Path,
-    progress: Progress | None,
-    head: pose_head.HeadTrainer | None = None,
+    st: TrainState, cfg: Config, voxels: Tensor, epoch: int, out: Path, progress: Progress | None
 ) -> tuple[float, float, float]:
     """One pass over the training set; returns (mean loss, samples/s, mean gradient norm)."""
     st.model.train()
     st.mode.start_epoch(st.model, epoch)
-    if head is not None:
-        head.start_epoch(epoch)
     n, bs = voxels.shape[0], cfg.train.batch_size
     steps = math.ceil(n / bs)
     perm = torch.randperm(n, generator=st.data_gen)
     total, norms, t0 = 0.0, 0.0, time.perf_counter()
     for step in range(1, steps + 1):
         idx = perm[(step - 1) * bs : step * bs]
-        loss, norm = _step(st, cfg, voxels, idx, epoch, head)
+        loss, norm = _step(st, cfg, voxels, idx, epoch)
         value = float(loss)
         if not math.isfinite(value):
             raise _diverged("the loss", epoch, step, out, st)
@@ -327,13 +312,11 @@ def _fit(
     voxels = train_set.voxels.to(device)  # (N, D, D, D) uint8, indexed per batch
     writer = runs.Scalars(out, st.epoch, enabled=dist.main)  # rank 0 alone writes
     progress = progress if dist.main else None
-    head = pose_head.for_run(cfg, st.model, st.optimizer, dist)  # model.pose_head
     try:
         while st.epoch < cfg.train.epochs and not st.stopped:
             epoch, t0 = st.epoch + 1, time.perf_counter()
-            loss, speed, norm = _train_epoch(st, cfg, voxels, epoch, out, progress, head)
+            loss, speed, norm = _train_epoch(st, cfg, voxels, epoch, out, progress)
             record = _end_epoch(st, cfg, (val_set, test_set), epoch, loss, speed)
-            record.update(head.end_epoch() if head is not None else {})
             record["grad_norm"] = norm  # mean before clipping
             record["seconds"] = time.perf_counter() - t0
             # the training steps and the mode's epoch end; the rest is eval_seconds
@@ -346,6 +329,8 @@ def _fit(
                 _log_epoch(cfg, record, writer)
     finally:
         writer.close()
+    if cfg.model.pose_head:  # after training, on the selected checkpoint; the VAE is unchanged
+        st.dist.on_main(lambda: pose_head.fit_run(st.model, st.mode, cfg, train_set, val_set, out))
     return finish(st, cfg, test_set, out, device, "val" if len(val_set) else "last")
 
 
