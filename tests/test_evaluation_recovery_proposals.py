@@ -23,6 +23,11 @@ O = cube_group()
 N = 10  # rotated objects per recovery
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # tiny convs run faster that way on a shared machine
+
+
 @pytest.fixture(scope="module")
 def setup() -> tuple[VAE, VoxelSet]:
     torch.manual_seed(0)
@@ -77,21 +82,54 @@ def test_proposals_24_is_the_exhaustive_search(setup: tuple[VAE, VoxelSet]) -> N
     assert full["wrong_views"] == [i for i in range(N) if not right[i]]
 
 
-@pytest.mark.parametrize("k", [2, 4, 23])
+@pytest.mark.parametrize(("k", "views"), [(2, 1), (4, 1), (23, 1), (2, 4)])
 def test_k_proposals_score_k_rows_and_pick_the_best_of_them(
-    setup: tuple[VAE, VoxelSet], k: int
+    setup: tuple[VAE, VoxelSet], k: int, views: int
 ) -> None:
     model, objs = setup
     fresh = VAE(model.cfg, 16).eval()
     fresh.load_state_dict(model.state_dict())
     rows = _count_rows(fresh)
-    res, seen = _recover(fresh, objs, proposals=k)
-    assert sum(rows) == N * k and res["proposals"] == k
-    with torch.no_grad():
-        top = model.pose_logits(seen["x"]).topk(k, dim=1).indices  # (N, k)
+    res, seen = _recover(fresh, objs, proposals=k, views=views)
+    assert sum(rows) == N * k and res["proposals"] == k and res["head_views"] == views
+    top = _slow_log_probs(model, seen["x"], views).topk(k, dim=1).indices  # (N, k)
     full = score_orientations(model, seen["x"], O)  # (N, 24), scored apart
     best = top.gather(1, full.gather(1, top).argmin(dim=1, keepdim=True)).squeeze(1)
     assert torch.equal(seen["pred"], best)
+
+
+def _slow_log_probs(model: VAE, x: torch.Tensor, views: int) -> torch.Tensor:
+    """The head's log q(r | x) averaged over views q·x: view q says x = q⁻¹e·c."""
+    total = torch.zeros(x.shape[0], 24)
+    mats = O.matrices
+    with torch.no_grad():
+        for q in recovery.view_elements()[:views]:
+            logp = torch.log_softmax(model.pose_logits(rotate(x, O, q)), dim=1)
+            for r in range(24):
+                total[:, r] += logp[:, O.index_of(mats[q] @ mats[r])]
+    return total / views
+
+
+def test_the_views_are_the_turns_about_up_first_and_average_the_head(
+    setup: tuple[VAE, VoxelSet],
+) -> None:
+    model, objs = setup
+    first = recovery.view_elements()[:4]
+    assert sorted(recovery.view_elements()) == list(range(24)) and first[0] == 0
+    for q in first[1:]:  # turns about z: z stays put
+        assert O.matrices[q][2].tolist() == [0, 0, 1]
+    x = objs.voxels[:3]
+    for v in (1, 3, 24):
+        torch.testing.assert_close(
+            recovery.head_log_probs(model, x, v), _slow_log_probs(model, x, v)
+        )
+    # all 24 views: an equivariant head, q(r | g·x) = q(g⁻¹r | x)
+    full = recovery.head_log_probs(model, x, 24)
+    for g in (1, 5, 17):
+        turned = recovery.head_log_probs(model, rotate(x, O, g), 24)
+        torch.testing.assert_close(turned[:, O.table[g]], full, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="views"):
+        recovery.head_log_probs(model, x, 25)
 
 
 def test_one_proposal_is_the_heads_argmax_with_no_scoring(setup: tuple[VAE, VoxelSet]) -> None:
@@ -116,7 +154,9 @@ def test_a_model_without_a_head_refuses_proposals() -> None:
         with pytest.raises(ConfigError, match="proposals"):
             recovery.recover(model, make_objects(2), 2, generator=torch.Generator(), proposals=k)
     res = recovery.recover(model, make_objects(2), 2, generator=torch.Generator(), proposals=24)
-    assert res["proposals"] == 24
+    assert res["proposals"] == 24 and res["head_views"] == 0
+    with pytest.raises(ConfigError, match="views=2 needs proposals"):
+        recovery.recover(model, make_objects(2), 2, generator=torch.Generator(), views=2)
 
 
 def _run(tmp_path: Path, *overrides: str) -> str:
@@ -139,14 +179,16 @@ def test_the_cli_names_the_run_without_a_head(
     err = _error(capsys, ["recover", run, "--proposals", "2"])
     assert run in err and "--model.pose_head=true" in err
     assert "0..24" in _error(capsys, ["recover", run, "--proposals", "30"])
+    assert "--head-views needs --proposals" in _error(capsys, ["recover", run, "--head-views", "4"])
 
 
 def test_the_cli_recovers_with_proposals(tmp_path: Path) -> None:
     from orient3d.cli import main
 
     run = _run(tmp_path, "model.pose_head=true")
-    assert main(["recover", run, "--n", "6", "--proposals", "2"]) == 0
+    assert main(["recover", run, "--n", "6", "--proposals", "2", "--head-views", "4"]) == 0
     out = json.loads((Path(run) / "recover.json").read_text())
-    assert out["n"] == 6 and out["proposals"] == 2 and "top 2" in out["protocol"]["score"]
+    assert out["n"] == 6 and out["proposals"] == 2 and out["head_views"] == 4
+    assert "top 2" in out["protocol"]["score"] and "4 views" in out["protocol"]["score"]
     assert main(["recover", run, "--n", "6"]) == 0
     assert json.loads((Path(run) / "recover.json").read_text())["proposals"] == 24

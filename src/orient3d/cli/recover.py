@@ -16,6 +16,7 @@ without results.json warns).
 --proposals K (a run trained with --model.pose_head=true): the model's orientation
 head proposes its K most likely elements per object and only those are scored
 (K = 1: the head's argmax alone, no scoring); 0 or 24 scores all 24 (the default).
+--head-views V averages the head over V exact views of each object (V encoder passes).
 
 With --rotations so3 each of N test objects (default: up to 50) is turned by a
 uniform random rotation (trilinear resampling, thresholded at 0.5) and each
@@ -62,6 +63,14 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="score only the orientation head's K best elements (1: its argmax alone; "
         "0 or 24: all, the default); needs a run trained with --model.pose_head=true",
+    )
+    parser.add_argument(
+        "--head-views",
+        type=int,
+        default=1,
+        metavar="V",
+        help="with --proposals: average the head over V views of each object (1..24; "
+        "V encoder passes: 4 recovered more, BENCHMARKS.md)",
     )
     parser.add_argument("--device", help="device (default: the run's train.device)")
     parser.add_argument("--rotations", choices=("cube", "so3"), default="cube")
@@ -137,6 +146,10 @@ def _check_proposals(args: argparse.Namespace, cfg: Config) -> None:
         raise ConfigError(f"--proposals: {k} is invalid, must be in 0..24 (0: all 24)")
     if args.rotations == "so3" and k:
         raise ConfigError("--proposals applies to --rotations cube only")
+    if args.head_views != 1 and not 0 < k < 24:
+        raise ConfigError("--head-views needs --proposals K with K in 1..23 (the head's)")
+    if not 1 <= args.head_views <= 24:
+        raise ConfigError(f"--head-views: {args.head_views} is invalid, must be in 1..24")
     if 0 < k < 24 and not cfg.model.pose_head:
         raise RunError(
             f"{args.run}: --proposals {k} needs a model with an orientation head, and this "
@@ -172,6 +185,7 @@ def main(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         precision=args.precision,
         proposals=args.proposals,
+        views=args.head_views,
     )
     result["protocol"].update(
         seed=seed,

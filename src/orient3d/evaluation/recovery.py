@@ -16,13 +16,17 @@ orientation head (:meth:`orient3d.model.VAE.pose_logits`, one encoder pass per
 object) proposes its ``K`` most likely elements and only those are scored
 (``score_orientations(..., candidates=...)``), the choice made among them (elements
 not proposed get ``q = 0``); ``K = 1`` takes the head's argmax with no VAE scoring
-(``q`` one-hot on it). ``K`` = 0 or 24 is the exhaustive search above. The head's
-pass is timed with the scoring.
+(``q`` one-hot on it). ``K`` = 0 or 24 is the exhaustive search above. With ``views
+= V`` the head reads V exact views of each object (the identity and turns about the
+up axis) and averages its log-probabilities (:func:`head_log_probs`): V encoder
+passes instead of one. The head's passes are timed with the scoring.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import time
 from typing import Any, Literal
 
@@ -54,6 +58,7 @@ def recover(
     chunk: int = 256,
     batch_size: int = 128,
     proposals: int = 0,
+    views: int = 1,
 ) -> dict[str, Any]:
     """Recovery accuracy of ``model`` on ``n`` rotated test objects (see the module docstring).
 
@@ -67,13 +72,16 @@ def recover(
     view ``i`` shows object ``i % len(test)``), ``posterior_mass_on_truth``, ``objects_per_s``
     (scoring and choice only, the head's pass included), ``seconds``, ``proposals``
     (elements considered per object: 24 for the exhaustive search) and ``protocol``.
-    ``proposals`` K in 1..23 needs a model with an orientation head (module docstring).
+    ``proposals`` K in 1..23 needs a model with an orientation head (module docstring);
+    its log-probabilities are averaged over ``views`` views (:func:`head_log_probs`).
     """
     o = cube_group()
     n = len(test) if n is None else n
     if n < 1 or len(test) == 0:
         raise ValueError(f"need n >= 1 and a non-empty test set, got n={n}, {len(test)} objects")
     k = check_proposals(model, proposals)
+    if views != 1 and k == len(o):
+        raise ConfigError(f"views={views} needs proposals in 1..23 (the head's); got {proposals}")
     device = next(model.parameters()).device
     idx = torch.arange(n) % len(test)
     g = torch.randint(len(o), (n,), generator=generator, device=generator.device).cpu()
@@ -84,7 +92,7 @@ def recover(
         sl = slice(s, s + batch_size)
         x = rotate(test.voxels[idx[sl]], o, g[sl]).to(device)  # (b, D, D, D) uint8 = g·c
         t0 = time.perf_counter()
-        r, q = _predict(model, x, k, choice, temperature, precision, chunk)  # (b,), (b, G)
+        r, q = _predict(model, x, k, views, choice, temperature, precision, chunk)  # (b,), (b, G)
         pred[sl], post[sl] = r.cpu(), q.float().cpu()
         seconds += time.perf_counter() - t0
     stab = test.stabilizers[idx]
@@ -102,9 +110,10 @@ def recover(
         "objects_per_s": n / seconds if seconds > 0 else float("inf"),
         "seconds": seconds,
         "proposals": k,
+        "head_views": views if k < len(o) else 0,
         "protocol": {
             "rotations": "each object turned by a uniform random element of O (seeded)",
-            "score": _scored(k),
+            "score": _scored(k, views),
             "choice": choice,
             "temperature": temperature,
             "precision": precision,
@@ -114,11 +123,12 @@ def recover(
     }
 
 
-def _scored(k: int) -> str:
+def _scored(k: int, views: int) -> str:
     """What the protocol scored with ``k`` elements per object."""
+    head = "the orientation head" + (f" (averaged over {views} views)" if views > 1 else "")
     if k == 1:
-        return "the orientation head's argmax, no VAE scoring"
-    which = "all 24 elements" if k == len(cube_group()) else f"the orientation head's top {k}"
+        return f"{head}'s argmax, no VAE scoring"
+    which = "all 24 elements" if k == len(cube_group()) else f"{head}'s top {k}"
     return f"negative ELBO of r⁻¹·x with the encoder mean, {which}"
 
 
@@ -136,18 +146,50 @@ def check_proposals(model: VAE, proposals: int) -> int:
     return proposals if 0 < proposals < order else order
 
 
-def head_proposals(model: VAE, x: Tensor, k: int, precision: Precision = "fp32") -> Tensor:
-    """``(B, k)``: the orientation head's ``k`` most likely elements for grids ``x``
-    ``(B, D, D, D)`` as shown, best first (eval mode, no gradients)."""
+@functools.cache
+def view_elements() -> tuple[int, ...]:
+    """The elements of O whose views :func:`head_log_probs` averages, in order: the
+    identity, the quarter, half and three-quarter turns about z (the up axis), then
+    the others by index."""
+    o = cube_group()
+    about_z = sorted(
+        (round(float(o.angles[g] * o.axes[g, 2]) % math.tau, 6), g)  # 90°, 180°, 270°
+        for g in range(1, len(o))
+        if abs(float(o.axes[g, 2])) > 0.99
+    )
+    first = [0, *(g for _, g in about_z)]
+    return (*first, *(g for g in range(len(o)) if g not in first))
+
+
+def head_log_probs(model: VAE, x: Tensor, views: int = 1, precision: Precision = "fp32") -> Tensor:
+    """``(B, G)``: the orientation head's log-probabilities of every element ``r`` for
+    grids ``x`` ``(B, D, D, D)`` as shown (eval mode, no gradients), averaged over
+    ``views`` exact views ``q·x`` (:func:`view_elements`): the head's answer ``e`` for
+    ``q·x`` says ``r = q⁻¹e`` for ``x``, so view ``q`` scores ``r`` at its column ``q∘r``."""
+    o = cube_group()
+    if not 1 <= views <= len(o):
+        raise ConfigError(f"views: {views} is invalid, must be in 1..{len(o)}")
+    total = torch.zeros(x.shape[0], len(o), device=x.device)
     with scoring_context(model, x.device.type, precision):
-        logits = model.pose_logits(x)  # (B, G)
-    return logits.topk(k, dim=1).indices
+        for q in view_elements()[:views]:
+            logp = torch.log_softmax(model.pose_logits(rotate(x, o, q)), dim=1)  # (B, G)
+            total += logp[:, o.table[q].to(x.device)]  # column r: the view's q∘r
+    return total / views
+
+
+def head_proposals(
+    model: VAE, x: Tensor, k: int, precision: Precision = "fp32", views: int = 1
+) -> Tensor:
+    """``(B, k)``: the orientation head's ``k`` most likely elements for grids ``x``
+    ``(B, D, D, D)`` as shown, best first (:func:`head_log_probs` over ``views``)."""
+    return head_log_probs(model, x, views, precision).topk(k, dim=1).indices
 
 
 def _predict(
     model: VAE,
     x: Tensor,
     k: int,
+    views: int,
     choice: Literal["hard", "soft"],
     temperature: float,
     precision: Precision,
@@ -160,7 +202,7 @@ def _predict(
             score_orientations(model, x, o, precision=precision, chunk=chunk), choice, temperature
         )
         return ch.r, ch.posterior
-    cand = head_proposals(model, x, k, precision)  # (b, k)
+    cand = head_proposals(model, x, k, precision, views)  # (b, k)
     if k == 1:
         return cand[:, 0], torch.nn.functional.one_hot(cand[:, 0], len(o)).float()
     scores = score_orientations(model, x, o, precision=precision, chunk=chunk, candidates=cand)
