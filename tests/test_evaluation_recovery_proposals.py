@@ -182,13 +182,18 @@ def test_the_cli_names_the_run_without_a_head(
     assert "--head-views needs --proposals" in _error(capsys, ["recover", run, "--head-views", "4"])
 
 
-def test_the_cli_recovers_with_proposals(tmp_path: Path) -> None:
+def test_the_cli_recovers_with_proposals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from orient3d.cli import main
 
     run = _run(tmp_path, "model.pose_head=true")
+    assert json.loads((Path(run) / "pose_head.json").read_text())["objects"] == 6
     assert main(["recover", run, "--n", "6", "--proposals", "2", "--head-views", "4"]) == 0
     out = json.loads((Path(run) / "recover.json").read_text())
     assert out["n"] == 6 and out["proposals"] == 2 and out["head_views"] == 4
     assert "top 2" in out["protocol"]["score"] and "4 views" in out["protocol"]["score"]
     assert main(["recover", run, "--n", "6"]) == 0
     assert json.loads((Path(run) / "recover.json").read_text())["proposals"] == 24
+    (Path(run) / "pose_head.json").unlink()  # as if it stopped before the head's fit
+    assert "never fitted" in _error(capsys, ["recover", run, "--proposals", "2"])

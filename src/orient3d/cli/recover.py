@@ -156,6 +156,11 @@ def _check_proposals(args: argparse.Namespace, cfg: Config) -> None:
             "run has none (model.pose_head = false): train it with --model.pose_head=true, "
             "or recover with all 24 elements (--proposals 0)"
         )
+    if 0 < k < 24 and not (Path(args.run) / "pose_head.json").exists():
+        raise RunError(
+            f"{args.run}: its orientation head was never fitted (no pose_head.json: the run "
+            "stopped before the end of training); finish it with orient3d train --resume"
+        )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -74,7 +74,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_OBJECTS = 4096  # training objects the head is fitted on (a seeded subset beyond)
+MAX_OBJECTS = 2048  # training objects the head is fitted on (a seeded subset beyond)
 LR, BATCH = 2e-3, 256  # the head's Adam (cosine schedule over its epochs) and batch size
 _SEED_TAG = 0x9E3D  # keeps the head's draws apart from the run's other seeded streams
 REPORT = "pose_head.json"
