@@ -299,7 +299,7 @@ def test_bench_search_overhead_rows_and_counts(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_pose_head_rows_and_counts(tmp_path: Path) -> None:
     args = ["--res", "16", "--width", "4", "--epochs", "1", "--n-train", "40", "--n-test", "6"]
-    args += ["--views", "2", "--threads", "1", "--proposals", "3", "1", "--head-views", "4"]
+    args += ["--views", "2", "--threads", "1", "2", "--proposals", "3", "1", "--head-views", "4"]
     out = _run("bench_pose_head.py", [*args, "--no-write"], tmp_path)
     recovery, cost = _printed_tables(out, "## Pose head")
     rows = _by_first_column(recovery)
@@ -315,6 +315,6 @@ def test_bench_pose_head_rows_and_counts(tmp_path: Path) -> None:
         lost, gained = (int(v) for v in r["lost / gained"].split(" / "))
         right = round(float(r["accuracy"]) * 12)
         assert right == round(float(base["accuracy"]) * 12) - lost + gained
-        assert float(r["objects/s, 1 thread"]) > 0
+        assert float(r["objects/s, 1 thread"]) > 0 and float(r["objects/s, 2 threads"]) > 0
     assert [r[0] for r in cost[1]] == ["1 training epochs (evaluation included)", "head fit"]
     assert "flags: " in out  # the CPU's flags, as every benchmark prints them

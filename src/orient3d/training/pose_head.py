@@ -26,9 +26,10 @@ head. A resumed run that had finished fits the same head again.
 Why after training and on all 24 poses rather than beside each step: a head trained
 on one fresh random pose per object per step sees each object in about as many poses
 as there are epochs, on features that drift, and with the VAE's learning rate decayed
-to zero when the features settle; at 32³ (ModelNet10, 12 epochs) that head was right
-for 20% of the test views, against 66% for this fit on the same encoder and 72% for
-exhaustive search (BENCHMARKS.md, "## Pose head").
+to zero when the features settle. In a trial at 32³ (the ModelNet10 grids, a 12-epoch
+single-mode model, the test objects in all 24 poses) that head was right for 20% of
+the views, against 65–68% for this fit on the same encoder (72% for exhaustive search on
+one view per object); "## Pose head" in BENCHMARKS.md measures the fit as shipped.
 
 The model's frame, and so what the head learns, depends on the mode
 (``Mode.canonicalize`` on each stored grid):
