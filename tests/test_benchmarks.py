@@ -294,3 +294,27 @@ def test_bench_search_overhead_rows_and_counts(tmp_path: Path) -> None:
         assert row["steady epochs / augmented, wall (n)"] == "— (0)"
     assert [r[0] for r in answer[1]] == variants
     assert "flags: " in out  # the CPU's flags, as every benchmark prints them
+
+
+@pytest.mark.slow
+def test_bench_pose_head_rows_and_counts(tmp_path: Path) -> None:
+    args = ["--res", "16", "--width", "4", "--epochs", "1", "--n-train", "40", "--n-test", "6"]
+    args += ["--views", "2", "--threads", "1", "2", "--proposals", "3", "1", "--head-views", "4"]
+    out = _run("bench_pose_head.py", [*args, "--no-write"], tmp_path)
+    recovery, cost = _printed_tables(out, "## Pose head")
+    rows = _by_first_column(recovery)
+    assert list(rows) == ["exhaustive (24)", "top 3", "top 1", "top 1, 4 views"]
+    assert [r["VAE rows / object"] for r in rows.values()] == ["24", "3", "0", "0"]
+    assert [r["head views"] for r in rows.values()] == ["0", "1", "1", "4"]
+    base = rows["exhaustive (24)"]
+    assert base["Δ vs exhaustive, points [95%]"] == "+0.0 [+0.0, +0.0]"
+    assert base["lost / gained"] == "0 / 0"
+    # 40 objects less 10% for validation; 6 test objects x 2 views: 12 views in every row
+    assert "(36 training / 4 validation / 6 test objects)" in out and "= 12 views" in out
+    for r in rows.values():
+        lost, gained = (int(v) for v in r["lost / gained"].split(" / "))
+        right = round(float(r["accuracy"]) * 12)
+        assert right == round(float(base["accuracy"]) * 12) - lost + gained
+        assert float(r["objects/s, 1 thread"]) > 0 and float(r["objects/s, 2 threads"]) > 0
+    assert [r[0] for r in cost[1]] == ["1 training epochs (evaluation included)", "head fit"]
+    assert "flags: " in out  # the CPU's flags, as every benchmark prints them

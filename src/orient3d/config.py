@@ -118,12 +118,19 @@ class ModelConfig:
     # fresh model predicts the data's occupancy instead of 0.5 everywhere and skips the
     # epochs spent learning "mostly empty" (0: PyTorch's default initialization)
     init_occupancy: float = 0.0
+    # an orientation head on the encoder (24 logits over O, orient3d.training.pose_head):
+    # fitted after training on the encoder's features of all 24 poses of the training
+    # objects, it leaves the VAE's weights as they are; it proposes candidates to
+    # `orient3d recover --proposals K` (false: no head, as before)
+    pose_head: bool = False
+    pose_head_epochs: int = 40  # epochs of that fit over the cached features
 
     def __post_init__(self) -> None:
         _check(self.latent >= 1, "model.latent", self.latent, ">= 1")
         _check(self.beta >= 0, "model.beta", self.beta, ">= 0")
         _check(self.width >= 1, "model.width", self.width, ">= 1")
         _check(self.depth >= 0, "model.depth", self.depth, ">= 0")
+        _check(self.pose_head_epochs >= 1, "model.pose_head_epochs", self.pose_head_epochs, ">= 1")
         _check(0 < self.gamma < 1, "model.gamma", self.gamma, "in (0, 1)")
         _check(
             0 <= self.init_occupancy < 1, "model.init_occupancy", self.init_occupancy, "in [0, 1)"

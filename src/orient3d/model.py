@@ -8,6 +8,15 @@ layer can run as an exactly equivalent 3³ convolution to 8 channels followed by
 3D pixel shuffle (:class:`SubPixelConvTranspose3d`), which is several times faster
 on CPUs for one output channel.
 
+With ``model.pose_head`` the VAE also carries an orientation head: a small MLP on the
+flattened encoder output (the features ``to_stats`` reads, layer-normalized) giving 24
+logits over the elements of O (:meth:`VAE.pose_logits`; logit ``r`` says the grid shown
+is ``r·x`` for a grid ``x`` in the model's frame, the index
+:func:`orient3d.search.score_orientations` uses). It is built after every other
+layer, so the VAE's own initialization does not change, and its parameters do not
+require gradients outside its own fit after training (:mod:`orient3d.training.pose_head`):
+the VAE's loss never reaches it.
+
 All per-sample terms are sums over voxels / latent dimensions, in nats:
 ``neg_elbo = recon + beta * kl``. The training loss is their mean over the batch.
 """
@@ -25,7 +34,17 @@ from torch import Tensor, nn
 
 from orient3d.config import ModelConfig
 
-__all__ = ["VAE", "SubPixelConvTranspose3d", "VAEOutput", "pixel_shuffle_3d", "recon_loss"]
+__all__ = [
+    "POSE_CLASSES",
+    "VAE",
+    "SubPixelConvTranspose3d",
+    "VAEOutput",
+    "pixel_shuffle_3d",
+    "recon_loss",
+]
+
+POSE_CLASSES = 24  # the orientation head's logits: one per element of O (group order)
+POSE_HIDDEN = 512  # hidden units of the orientation head's MLP
 
 
 @dataclass
@@ -170,12 +189,38 @@ class VAE(nn.Module):
         self.decoder = nn.Sequential(*dec, last)
         self.top_channels = rev[0]
         self.channels_last = False
+        # last, so that the layers above draw the same initial weights with or without it
+        self.pose_head: nn.Sequential | None = None
+        if cfg.pose_head:
+            self.pose_head = nn.Sequential(
+                nn.LayerNorm(flat),  # the encoder's scale drifts while the VAE trains
+                nn.Linear(flat, POSE_HIDDEN),
+                nn.ReLU(),
+                nn.Linear(POSE_HIDDEN, POSE_CLASSES),
+            )
+            self.pose_head.requires_grad_(False)  # fitted on its own (training.pose_head)
+
+    def features(self, x: Tensor) -> Tensor:
+        """``(B, D, D, D) -> (B, F)``: the flattened encoder output, ``F = C d³``."""
+        h = self.encoder(x.unsqueeze(1).to(self._param_dtype()))  # (B, C, d, d, d)
+        return h.flatten(1)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, D, D, D) -> mu (B, Z), logvar (B, Z)``."""
-        h = self.encoder(x.unsqueeze(1).to(self._param_dtype()))  # (B, C, d, d, d)
-        mu, logvar = self.to_stats(h.flatten(1)).chunk(2, dim=1)
+        mu, logvar = self.to_stats(self.features(x)).chunk(2, dim=1)
         return mu, logvar.clamp(-30.0, 20.0)
+
+    def pose_logits(self, x: Tensor) -> Tensor:
+        """``(B, D, D, D) -> (B, 24)``: the orientation head's logits over O for grids as
+        shown (see the module docstring). Needs ``model.pose_head = true``."""
+        return self.head_logits(self.features(x))
+
+    def head_logits(self, features: Tensor) -> Tensor:
+        """``(B, F) -> (B, 24)``: the orientation head on encoder features, in float32."""
+        if self.pose_head is None:
+            raise ValueError("this model has no orientation head (model.pose_head = false)")
+        dtype = typing.cast(nn.Linear, self.pose_head[1]).weight.dtype
+        return typing.cast(Tensor, self.pose_head(features.to(dtype))).float()
 
     def decode(self, z: Tensor) -> Tensor:
         """``(B, Z) -> logits (B, D, D, D)``."""

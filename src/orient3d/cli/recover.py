@@ -1,6 +1,6 @@
 """Recover the orientation of rotated test objects with a trained run's model.
 
-  orient3d recover RUN [--n N] [--data PATH] [--choice hard|soft]
+  orient3d recover RUN [--n N] [--data PATH] [--choice hard|soft] [--proposals K]
   orient3d recover RUN --rotations so3 [--method gradient|cube-start|grid-refine|all ...]
 
 Each test object (the run's test split, or every object of --data PATH: a whole
@@ -12,6 +12,11 @@ symmetric equivalents), the mean posterior mass on the truth and the throughput;
 prints how many objects it used and from where, a table, and writes
 RUN/recover.json, whose "source" names the checkpoint used (epoch, sha256; a run
 without results.json warns).
+
+--proposals K (a run trained with --model.pose_head=true): the model's orientation
+head proposes its K most likely elements per object and only those are scored
+(K = 1: the head's argmax alone, no scoring); 0 or 24 scores all 24 (the default).
+--head-views V averages the head over V exact views of each object (V encoder passes).
 
 With --rotations so3 each of N test objects (default: up to 50) is turned by a
 uniform random rotation (trilinear resampling, thresholded at 0.5) and each
@@ -27,7 +32,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orient3d.errors import ConfigError
+from orient3d.errors import ConfigError, RunError
 from orient3d.rundir import runs
 from orient3d.search.options import METHOD_NAMES, PoseOptions
 
@@ -51,6 +56,22 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="soft posterior T")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--seed", type=int, help="seed of the rotations (default: the run's)")
+    parser.add_argument(
+        "--proposals",
+        type=int,
+        default=0,
+        metavar="K",
+        help="score only the orientation head's K best elements (1: its argmax alone; "
+        "0 or 24: all, the default); needs a run trained with --model.pose_head=true",
+    )
+    parser.add_argument(
+        "--head-views",
+        type=int,
+        default=1,
+        metavar="V",
+        help="with --proposals: average the head over V views of each object (1..24; "
+        "V encoder passes: 4 recovered more, BENCHMARKS.md)",
+    )
     parser.add_argument("--device", help="device (default: the run's train.device)")
     parser.add_argument("--rotations", choices=("cube", "so3"), default="cube")
     methods = (*METHOD_NAMES, "all")
@@ -118,10 +139,35 @@ def _load(args: argparse.Namespace, cfg0: Config) -> tuple[Config, VAE, VoxelSet
     return cfg, model, test_set, f"every object of {args.data}"
 
 
+def _check_proposals(args: argparse.Namespace, cfg: Config) -> None:
+    """--proposals in 0..24, and K in 1..23 only for a run with an orientation head."""
+    k = args.proposals
+    if not 0 <= k <= 24:
+        raise ConfigError(f"--proposals: {k} is invalid, must be in 0..24 (0: all 24)")
+    if args.rotations == "so3" and k:
+        raise ConfigError("--proposals applies to --rotations cube only")
+    if args.head_views != 1 and not 0 < k < 24:
+        raise ConfigError("--head-views needs --proposals K with K in 1..23 (the head's)")
+    if not 1 <= args.head_views <= 24:
+        raise ConfigError(f"--head-views: {args.head_views} is invalid, must be in 1..24")
+    if 0 < k < 24 and not cfg.model.pose_head:
+        raise RunError(
+            f"{args.run}: --proposals {k} needs a model with an orientation head, and this "
+            "run has none (model.pose_head = false): train it with --model.pose_head=true, "
+            "or recover with all 24 elements (--proposals 0)"
+        )
+    if 0 < k < 24 and not (Path(args.run) / "pose_head.json").exists():
+        raise RunError(
+            f"{args.run}: its orientation head was never fitted (no pose_head.json: the run "
+            "stopped before the end of training); finish it with orient3d train --resume"
+        )
+
+
 def main(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n: {args.n} is invalid, must be >= 1")
     cfg0 = runs.read_run_config(args.run)  # (a wrong RUN is reported before torch loads)
+    _check_proposals(args, cfg0)
     import torch
 
     from orient3d.evaluation.recovery import recover, recovery_table
@@ -143,6 +189,8 @@ def main(args: argparse.Namespace) -> int:
         choice=args.choice,
         temperature=args.temperature,
         precision=args.precision,
+        proposals=args.proposals,
+        views=args.head_views,
     )
     result["protocol"].update(
         seed=seed,

@@ -10,24 +10,38 @@ rotation ``r·s·g⁻¹`` of smallest angle over the object's stabilizer ``s``
 (90°, 120° or 180° in O). The posterior ``q(r | x)`` of the chosen mode (one-hot
 for ``hard``, ``softmax(-L/T)`` for ``soft``) gives the mass on the truth, summed
 over every element with the same voxels as ``g·c``.
+
+Proposals (``proposals = K``, a model trained with ``model.pose_head = true``): the
+orientation head (:meth:`orient3d.model.VAE.pose_logits`, one encoder pass per
+object) proposes its ``K`` most likely elements and only those are scored
+(``score_orientations(..., candidates=...)``), the choice made among them (elements
+not proposed get ``q = 0``); ``K = 1`` takes the head's argmax with no VAE scoring
+(``q`` one-hot on it). ``K`` = 0 or 24 is the exhaustive search above. With ``views
+= V`` the head reads V exact views of each object (the identity and turns about the
+up axis) and averages its log-probabilities (:func:`head_log_probs`): V encoder
+passes instead of one. The head's passes are timed with the scoring.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import time
 from typing import Any, Literal
 
 import torch
+from torch import Tensor
 
 from orient3d.data import VoxelSet
+from orient3d.errors import ConfigError
 from orient3d.geometry.groups import cube_group, rotate
 from orient3d.metrics.recovery import recovery_accuracy
 from orient3d.metrics.stats import wilson_ci
 from orient3d.model import VAE
-from orient3d.search.discrete import Precision, choose, score_orientations
+from orient3d.search.discrete import Precision, choose, score_orientations, scoring_context
 
-__all__ = ["recover", "recovery_table"]
+__all__ = ["check_proposals", "head_proposals", "recover", "recovery_table"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +57,8 @@ def recover(
     precision: Precision = "fp32",
     chunk: int = 256,
     batch_size: int = 128,
+    proposals: int = 0,
+    views: int = 1,
 ) -> dict[str, Any]:
     """Recovery accuracy of ``model`` on ``n`` rotated test objects (see the module docstring).
 
@@ -52,13 +68,20 @@ def recover(
     Returns a JSON-ready dict: ``accuracy`` (modulo symmetry) with ``accuracy_ci``
     (95% Wilson score interval: not empty at 0 or n correct), ``n``,
     ``n_correct``, ``errors_by_angle`` (``{"90": count, ...}`` over the wrong
-    predictions), ``posterior_mass_on_truth``, ``objects_per_s``
-    (scoring and choice only), ``seconds`` and ``protocol``.
+    predictions), ``wrong_views`` (the indices ``i`` of the views recovered wrong;
+    view ``i`` shows object ``i % len(test)``), ``posterior_mass_on_truth``, ``objects_per_s``
+    (scoring and choice only, the head's pass included), ``seconds``, ``proposals``
+    (elements considered per object: 24 for the exhaustive search) and ``protocol``.
+    ``proposals`` K in 1..23 needs a model with an orientation head (module docstring);
+    its log-probabilities are averaged over ``views`` views (:func:`head_log_probs`).
     """
     o = cube_group()
     n = len(test) if n is None else n
     if n < 1 or len(test) == 0:
         raise ValueError(f"need n >= 1 and a non-empty test set, got n={n}, {len(test)} objects")
+    k = check_proposals(model, proposals)
+    if views != 1 and k == len(o):
+        raise ConfigError(f"views={views} needs proposals in 1..23 (the head's); got {proposals}")
     device = next(model.parameters()).device
     idx = torch.arange(n) % len(test)
     g = torch.randint(len(o), (n,), generator=generator, device=generator.device).cpu()
@@ -69,9 +92,8 @@ def recover(
         sl = slice(s, s + batch_size)
         x = rotate(test.voxels[idx[sl]], o, g[sl]).to(device)  # (b, D, D, D) uint8 = g·c
         t0 = time.perf_counter()
-        scores = score_orientations(model, x, o, precision=precision, chunk=chunk)  # (b, G)
-        ch = choose(scores, choice, temperature)
-        pred[sl], post[sl] = ch.r.cpu(), ch.posterior.float().cpu()
+        r, q = _predict(model, x, k, views, choice, temperature, precision, chunk)  # (b,), (b, G)
+        pred[sl], post[sl] = r.cpu(), q.float().cpu()
         seconds += time.perf_counter() - t0
     stab = test.stabilizers[idx]
     res = recovery_accuracy(pred, g, stab, o, posterior=post)
@@ -83,12 +105,15 @@ def recover(
         "n": n,
         "n_correct": res["n_correct"],
         "errors_by_angle": {str(a): c for a, c in sorted(res["error_angle_counts"].items())},
+        "wrong_views": [int(i) for i in (~res["correct"]).nonzero()[0]],
         "posterior_mass_on_truth": res["posterior_mass"],
         "objects_per_s": n / seconds if seconds > 0 else float("inf"),
         "seconds": seconds,
+        "proposals": k,
+        "head_views": views if k < len(o) else 0,
         "protocol": {
             "rotations": "each object turned by a uniform random element of O (seeded)",
-            "score": "negative ELBO of r⁻¹·x with the encoder mean, all 24 elements",
+            "score": _scored(k, views),
             "choice": choice,
             "temperature": temperature,
             "precision": precision,
@@ -96,6 +121,93 @@ def recover(
             "device": str(device),
         },
     }
+
+
+def _scored(k: int, views: int) -> str:
+    """What the protocol scored with ``k`` elements per object."""
+    head = "the orientation head" + (f" (averaged over {views} views)" if views > 1 else "")
+    if k == 1:
+        return f"{head}'s argmax, no VAE scoring"
+    which = "all 24 elements" if k == len(cube_group()) else f"{head}'s top {k}"
+    return f"negative ELBO of r⁻¹·x with the encoder mean, {which}"
+
+
+def check_proposals(model: VAE, proposals: int) -> int:
+    """The elements to consider per object for ``proposals`` (0 or 24: all 24); one
+    :class:`ConfigError` when it is out of range or the model has no orientation head."""
+    order = len(cube_group())
+    if not 0 <= proposals <= order:
+        raise ConfigError(f"proposals: {proposals} is invalid, must be in 0..{order}")
+    if 0 < proposals < order and model.pose_head is None:
+        raise ConfigError(
+            f"proposals={proposals} needs a model with an orientation head, and this one has "
+            "none: train it with --model.pose_head=true (or use proposals=0, all 24)"
+        )
+    return proposals if 0 < proposals < order else order
+
+
+@functools.cache
+def view_elements() -> tuple[int, ...]:
+    """The elements of O whose views :func:`head_log_probs` averages, in order: the
+    identity, the quarter, half and three-quarter turns about z (the up axis), then
+    the others by index."""
+    o = cube_group()
+    about_z = sorted(
+        (round(float(o.angles[g] * o.axes[g, 2]) % math.tau, 6), g)  # 90°, 180°, 270°
+        for g in range(1, len(o))
+        if abs(float(o.axes[g, 2])) > 0.99
+    )
+    first = [0, *(g for _, g in about_z)]
+    return (*first, *(g for g in range(len(o)) if g not in first))
+
+
+def head_log_probs(model: VAE, x: Tensor, views: int = 1, precision: Precision = "fp32") -> Tensor:
+    """``(B, G)``: the orientation head's log-probabilities of every element ``r`` for
+    grids ``x`` ``(B, D, D, D)`` as shown (eval mode, no gradients), averaged over
+    ``views`` exact views ``q·x`` (:func:`view_elements`): the head's answer ``e`` for
+    ``q·x`` says ``r = q⁻¹e`` for ``x``, so view ``q`` scores ``r`` at its column ``q∘r``."""
+    o = cube_group()
+    if not 1 <= views <= len(o):
+        raise ConfigError(f"views: {views} is invalid, must be in 1..{len(o)}")
+    total = torch.zeros(x.shape[0], len(o), device=x.device)
+    with scoring_context(model, x.device.type, precision):
+        for q in view_elements()[:views]:
+            logp = torch.log_softmax(model.pose_logits(rotate(x, o, q)), dim=1)  # (B, G)
+            total += logp[:, o.table[q].to(x.device)]  # column r: the view's q∘r
+    return total / views
+
+
+def head_proposals(
+    model: VAE, x: Tensor, k: int, precision: Precision = "fp32", views: int = 1
+) -> Tensor:
+    """``(B, k)``: the orientation head's ``k`` most likely elements for grids ``x``
+    ``(B, D, D, D)`` as shown, best first (:func:`head_log_probs` over ``views``)."""
+    return head_log_probs(model, x, views, precision).topk(k, dim=1).indices
+
+
+def _predict(
+    model: VAE,
+    x: Tensor,
+    k: int,
+    views: int,
+    choice: Literal["hard", "soft"],
+    temperature: float,
+    precision: Precision,
+    chunk: int,
+) -> tuple[Tensor, Tensor]:
+    """The chosen element ``(b,)`` and posterior ``(b, G)`` with ``k`` elements per object."""
+    o = cube_group()
+    if k == len(o):
+        ch = choose(
+            score_orientations(model, x, o, precision=precision, chunk=chunk), choice, temperature
+        )
+        return ch.r, ch.posterior
+    cand = head_proposals(model, x, k, precision, views)  # (b, k)
+    if k == 1:
+        return cand[:, 0], torch.nn.functional.one_hot(cand[:, 0], len(o)).float()
+    scores = score_orientations(model, x, o, precision=precision, chunk=chunk, candidates=cand)
+    ch = choose(scores, choice, temperature, candidates=cand, order=len(o))
+    return ch.r, ch.posterior
 
 
 def recovery_table(result: dict[str, Any]) -> str:
@@ -107,6 +219,7 @@ def recovery_table(result: dict[str, Any]) -> str:
         *((f"errors at {a}°", f"{c}") for a, c in result["errors_by_angle"].items()),
         ("posterior mass on truth", f"{result['posterior_mass_on_truth']:.3f}"),
         ("throughput", f"{result['objects_per_s']:.1f} objects/s"),
+        ("elements considered", f"{result.get('proposals', 24)} per object"),
         ("choice", f"{result['protocol']['choice']}"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -38,7 +38,7 @@ from orient3d.errors import ConfigError, DataError, RunError
 from orient3d.evaluation.protocols import evaluate, load_run
 from orient3d.geometry import groups
 from orient3d.rundir import lock, runs
-from orient3d.training import distributed
+from orient3d.training import distributed, pose_head
 from orient3d.training.evaluation import evaluate_splits, finish, is_evaluated, select
 from orient3d.training.modes import MODES, AugmentedMode, Mode, Prepared, SingleMode, get_mode
 from orient3d.training.state import TrainState, build_state, save_state
@@ -329,6 +329,8 @@ def _fit(
                 _log_epoch(cfg, record, writer)
     finally:
         writer.close()
+    if cfg.model.pose_head:  # after training, on the selected checkpoint; the VAE is unchanged
+        st.dist.on_main(lambda: pose_head.fit_run(st.model, st.mode, cfg, train_set, val_set, out))
     return finish(st, cfg, test_set, out, device, "val" if len(val_set) else "last")
 
 

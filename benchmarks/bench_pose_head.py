@@ -1,0 +1,297 @@
+"""The orientation head's proposals: recovery speed and accuracy against exhaustive search,
+and what the head costs in training. Writes "## Pose head" in BENCHMARKS.md.
+
+    python benchmarks/bench_pose_head.py [--epochs 24] [--views 2] [--threads 1 2]
+        [--proposals 4 2 1] [--head-views 2 4] [--no-write]
+
+One single-mode model with the head (``model.pose_head=true``) trains through the
+training loop (``orient3d.training.loop.train``) on the ModelNet10 test grids
+``../shared/data/modelnet10_vox32/voxnet32_test.npz`` at 32³, split by the seed into
+training, validation and test objects (RESULTS.md, "Recipe"), with
+``configs/single.toml``'s recipe (width 32, latent 32, batch 32, Adam 1e-3 cosine) and
+``--epochs``; the head is fitted after the last epoch on the selected checkpoint
+(:mod:`orient3d.training.pose_head`). In single mode the model's frame is the stored
+frame: the head learns the ground-truth pose.
+
+Recovery: the held-out test objects, each shown in ``--views`` random poses of O (the
+same seeded views for every variant), recovered by
+:func:`orient3d.evaluation.recovery.recover` (what ``orient3d recover`` runs) with all 24
+elements scored, with the head's top K proposals, and with the head's argmax averaged
+over V views (``--head-views``), at each thread count; variants interleaved, a
+different order per thread count. Accuracy modulo symmetry with a 95% Wilson interval,
+the difference from exhaustive search in points and pair by pair (views exhaustive
+search got right and the variant got wrong, and back), objects/s as recover times it
+(the head's passes included).
+
+Training cost: the head adds nothing to a training step (the loop's step is the same
+code with or without it); its fit after training is timed against the epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from _machine import machine_line
+from _sections import write_section
+from orient3d.config import Config, load_config
+from orient3d.data import VoxelSet, load_data, split_validation
+from orient3d.devices import tune_allocator
+from orient3d.evaluation.protocols import load_run
+from orient3d.evaluation.recovery import recover
+from orient3d.metrics.stats import wilson_ci
+from orient3d.rundir import runs
+from orient3d.training.loop import train
+from orient3d.training.pose_head import REPORT
+
+ROOT = Path(__file__).resolve().parents[1]
+VOXNET = ROOT.parent / "shared" / "data" / "modelnet10_vox32" / "voxnet32_test.npz"
+HEADING = "## Pose head"
+GOAL_SPEED, GOAL_LOSS = 100.0, 1.0  # objects/s at the first thread count; points lost
+Variant = tuple[int, int]  # (proposals K, head views V)
+EXHAUSTIVE: Variant = (24, 1)
+
+
+def _label(v: Variant) -> str:
+    k, views = v
+    if k == 24:
+        return "exhaustive (24)"
+    return f"top {k}" + (f", {views} views" if views > 1 else "")
+
+
+def train_model(args: argparse.Namespace, tmp: Path) -> tuple[Config, Path, float]:
+    """Train the single-mode model with the head; its config, run folder and seconds."""
+    cfg = load_config(
+        ROOT / "configs" / "single.toml",
+        [
+            f"seed={args.seed}",
+            f"data.source={args.data}",
+            f"data.res={args.res}",
+            f"data.n_train={args.n_train}",
+            f"data.n_test={args.n_test}",
+            f"data.cache_dir={tmp / 'cache'}",
+            f"model.width={args.width}",
+            "model.pose_head=true",
+            f"train.epochs={args.epochs}",
+            f"train.threads={args.train_threads}",
+            "train.device=cpu",
+            "train.progress=false",
+        ],
+    )
+    t0 = time.perf_counter()
+    train(cfg, tmp / "run")
+    return cfg, tmp / "run", time.perf_counter() - t0
+
+
+def recovery(
+    args: argparse.Namespace, run: Path, test: VoxelSet
+) -> tuple[dict[Variant, dict[str, Any]], dict[tuple[Variant, int], float]]:
+    """Per variant: the first result; per (variant, threads): objects/s."""
+    _, model = load_run(run)
+    n = args.views * len(test)
+    variants = [EXHAUSTIVE, *((k, 1) for k in args.proposals), *((1, v) for v in args.head_views)]
+    first: dict[Variant, dict[str, Any]] = {}
+    speed: dict[tuple[Variant, int], float] = {}
+    for i, threads in enumerate(args.threads):
+        torch.set_num_threads(threads)
+        shift = i % len(variants)
+        for v in variants[shift:] + variants[:shift]:
+            gen = torch.Generator().manual_seed(args.seed)
+            res = recover(model, test, n, generator=gen, proposals=v[0], views=v[1])
+            speed[v, threads] = res["objects_per_s"]
+            first.setdefault(v, res)
+            if res["wrong_views"] != first[v]["wrong_views"]:
+                print(f"note: {_label(v)} at {threads} threads judged other views wrong")
+            print(
+                f"{_label(v)}, {threads} thread(s): accuracy {res['accuracy']:.4f}, "
+                f"{res['objects_per_s']:.1f} objects/s",
+                flush=True,
+            )
+    return {v: first[v] for v in variants}, speed
+
+
+def paired_delta(lost: int, gained: int, n: int) -> tuple[float, float, float]:
+    """Accuracy minus exhaustive search's on the same ``n`` views, in points, with a 95%
+    normal interval of the paired difference (per view -1, 0 or +1)."""
+    mean = (gained - lost) / n
+    var = (gained + lost) / n - mean**2
+    half = 1.96 * math.sqrt(max(var, 0.0) / n)
+    return 100 * mean, 100 * (mean - half), 100 * (mean + half)
+
+
+def _recovery_rows(
+    first: dict[Variant, dict[str, Any]],
+    speed: dict[tuple[Variant, int], float],
+    threads: list[int],
+) -> list[str]:
+    base = first[EXHAUSTIVE]
+    wrong24 = set(base["wrong_views"])
+    rows = []
+    for v, res in first.items():
+        _, lo, hi = wilson_ci(res["n_correct"], res["n"])
+        wrong = set(res["wrong_views"])
+        cells = [
+            _label(v),
+            str(0 if v[0] == 1 else v[0]),
+            str(0 if v == EXHAUSTIVE else v[1]),
+            f"{res['accuracy']:.3f}",
+            f"{lo:.3f}–{hi:.3f}",
+            "{:+.1f} [{:+.1f}, {:+.1f}]".format(
+                *paired_delta(len(wrong - wrong24), len(wrong24 - wrong), res["n"])
+            ),
+            f"{len(wrong - wrong24)} / {len(wrong24 - wrong)}",
+            *(f"{speed[v, t]:.1f}" for t in threads),
+            f"{speed[v, threads[0]] / speed[EXHAUSTIVE, threads[0]]:.1f}×",
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def verdict(
+    first: dict[Variant, dict[str, Any]], speed: dict[tuple[Variant, int], float], t: int
+) -> str:
+    """Which variants meet both goals at ``t`` threads, with the figures."""
+    base = first[EXHAUSTIVE]["accuracy"]
+    parts, met = [], []
+    for v in first:
+        if v == EXHAUSTIVE:
+            continue
+        delta = 100 * (first[v]["accuracy"] - base)
+        if speed[v, t] >= GOAL_SPEED and delta >= -GOAL_LOSS:
+            met.append(_label(v))
+        parts.append(f"{_label(v)}: {speed[v, t]:.1f} objects/s, {delta:+.1f} points")
+    answer = f"**met** by {', '.join(met)}" if met else "**not met** by any variant measured"
+    n, wrong24 = first[EXHAUSTIVE]["n"], set(first[EXHAUSTIVE]["wrong_views"])
+    halves = []
+    for v, res in first.items():
+        wrong = set(res["wrong_views"])
+        _, lo, hi = paired_delta(len(wrong - wrong24), len(wrong24 - wrong), n)
+        halves += [(hi - lo) / 2] if v != EXHAUSTIVE else []
+    return (
+        f"Goals (≥ {GOAL_SPEED:.0f} objects/s at {t} thread(s), ≤ {GOAL_LOSS:.0f} point of "
+        f"accuracy lost against exhaustive search on the same views, point estimate): {answer} "
+        f"(exhaustive: {speed[EXHAUSTIVE, t]:.1f} objects/s, accuracy {base:.3f}; "
+        + "; ".join(parts)
+        + f"). The 95% intervals of the paired differences are ±{min(halves):.1f} to "
+        f"±{max(halves):.1f} points at {n} views: these views cannot tell a 1-point loss "
+        "from none."
+    )
+
+
+def _model_line(args: argparse.Namespace, facts: dict[str, Any]) -> str:
+    res, head, n = facts["results"], facts["head"], facts["first"][EXHAUSTIVE]["n"]
+    top, views = head["val_top_k"], head["val_views"]
+    return (
+        f"Model: single mode with the head (`model.pose_head=true`, fitted for "
+        f"{head['epochs']} epochs after training), `configs/single.toml`'s recipe at "
+        f"{args.res}³ on `voxnet32_test.npz` ({facts['n_train']} training / {facts['n_val']} "
+        f"validation / {facts['n_test']} test objects), width {args.width}, {args.epochs} "
+        f"epochs ({facts['precision']}) on {args.train_threads} thread(s); best epoch "
+        f"{res.get('best_epoch')}, test IoU {res['test_iou']:.3f}. The head on all 24 poses of "
+        f"the validation objects: truth in its top 1 / 2 / 4: {top['1']:.3f} / {top['2']:.3f} "
+        f"/ {top['4']:.3f}; argmax over 1 / 2 / 4 views: {views['1']:.3f} / {views['2']:.3f} / "
+        f"{views['4']:.3f}. Recovery: the {facts['n_test']} test objects × {args.views} seeded "
+        f"random views of O = {n} views, the same for every row; `recover(..., proposals=K, "
+        "views=V)` (what `orient3d recover --proposals K --head-views V` runs), fp32, encoder "
+        "mean, hard choice. Lost / gained: views exhaustive search got right and this row "
+        "wrong / the reverse."
+    )
+
+
+def section(args: argparse.Namespace, machine: str, facts: dict[str, Any]) -> str:
+    first, speed = facts["first"], facts["speed"]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    cmd = "python benchmarks/bench_pose_head.py " + " ".join(
+        w for w in sys.argv[1:] if w != "--no-write"
+    )
+    thread_cols = " | ".join(f"objects/s, {t} thread{'s' if t > 1 else ''}" for t in args.threads)
+    epochs_s, fit_s = facts["epochs_s"], facts["head"]["seconds"]
+    return "\n".join(
+        [
+            HEADING,
+            "",
+            f"`{cmd.strip()}`, {when}, {machine} at the start (a shared machine), torch "
+            f"{torch.__version__}; {facts['seconds']:.0f} s in all.",
+            "",
+            _model_line(args, facts),
+            "",
+            "| variant | VAE rows / object | head views | accuracy | 95% Wilson | "
+            f"Δ vs exhaustive, points [95%] | lost / gained | {thread_cols} | "
+            f"speed-up, {args.threads[0]} thread{'s' if args.threads[0] > 1 else ''} |",
+            "| --- | --- | --- | --- | --- | --- | --- | " + "--- | " * len(args.threads) + "--- |",
+            *_recovery_rows(first, speed, args.threads),
+            "",
+            verdict(first, speed, args.threads[0]),
+            "",
+            "Training cost of the head: none per step (the loop's step is the same code with "
+            "or without it; the VAE's weights and metrics are bitwise the same); the fit after "
+            "training (encoder features of all 24 poses of every training object, the head's "
+            "epochs, the validation report):",
+            "",
+            "| part | seconds | / epochs |",
+            "| --- | --- | --- |",
+            f"| {args.epochs} training epochs (evaluation included) | {epochs_s:.0f} | 1.00 |",
+            f"| head fit | {fit_s:.0f} | {fit_s / epochs_s:.2f} |",
+        ]
+    )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=VOXNET, help="grids to split and train on")
+    p.add_argument("--res", type=int, default=32)
+    p.add_argument("--width", type=int, default=32, help="model.width")
+    p.add_argument("--epochs", type=int, default=24)
+    p.add_argument("--n-train", type=int, default=0, help="data.n_train (0: all)")
+    p.add_argument("--n-test", type=int, default=0, help="data.n_test (0: all)")
+    p.add_argument("--views", type=int, default=2, help="random views per test object")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="for recovery")
+    p.add_argument("--proposals", type=int, nargs="+", default=[4, 2, 1])
+    p.add_argument("--head-views", type=int, nargs="*", default=[2, 4], help="with top 1")
+    p.add_argument("--train-threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-write", action="store_true", help="print only")
+    args = p.parse_args()
+    tune_allocator()
+    machine = machine_line()
+    print(f"CPU: {machine}", flush=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, run, _ = train_model(args, Path(tmp))
+        metrics = runs.read_jsonl(run / "metrics.jsonl")
+        results = runs.read_json(run / "results.json")
+        head = runs.read_json(run / REPORT)
+        precision = runs.read_json(run / "meta.json").get("precision", "?")
+        epochs_s = sum(float(r["seconds"]) for r in metrics)
+        print(f"trained: test IoU {results['test_iou']:.3f}, head {head}", flush=True)
+        train_all, test = load_data(cfg)
+        fit_set, val_set = split_validation(train_all, cfg.data.n_val, cfg.seed)
+        first, speed = recovery(args, run, test)
+    facts = {
+        "first": first,
+        "speed": speed,
+        "results": results,
+        "head": head,
+        "precision": precision,
+        "epochs_s": epochs_s,
+        "n_test": len(test),
+        "n_train": len(fit_set),
+        "n_val": len(val_set),
+        "seconds": time.perf_counter() - t0,
+    }
+    text = section(args, machine, facts)
+    print(text)
+    if not args.no_write:
+        write_section(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
