@@ -4,5 +4,7 @@
 - :mod:`.state`: the model, optimizer and mode state a checkpoint holds;
 - :mod:`.modes`: what each step trains on (single, augmented, search, continuous);
 - :mod:`.prior`: the orientation prior of the search mode;
-- :mod:`.distributed`: several processes (``torchrun``) training one model.
+- :mod:`.distributed`: several processes (``torchrun``) training one model;
+- :mod:`.pose_head`: the optional orientation head, fitted after training
+  (``model.pose_head``) to propose poses for recovery.
 """
