@@ -192,7 +192,7 @@ class SearchMode:
         self.voxels = train.voxels  # the stored grids, for the staleness probe
         self.seed = cfg.seed
         self.probe: float | None = None  # this epoch's probed staleness
-        self.probe_n = 0
+        self.probe_n = self.probe_rows = 0
         n_classes = max(len(train.class_names), int(self.labels.max()) + 1 if n else 1)
         self.prior = make_prior(cfg.search, g, n_classes)
         side = train.voxels.shape[-1]
@@ -220,9 +220,13 @@ class SearchMode:
         self.rows = self.samples = self.hits = 0
         self.gaps, self.prior_changed = [], 0
         self.stale_checked = self.stale_found = 0
-        self.probe, self.probe_n = None, 0
+        self.probe, self.probe_n, self.probe_rows = None, 0, 0
         if self.active and c.cache and c.stale_probe > 0:
+            rows = self.rows
             self._probe_staleness(model)
+            # every process of a distributed run probes the same objects: their rows
+            # are counted once, apart from the per-step rows that are summed over ranks
+            self.probe_rows, self.rows = self.rows - rows, rows
 
     def _probe_staleness(self, model: VAE) -> None:
         """Search a sample of the objects whose cache entry this epoch would reuse, in
@@ -419,7 +423,7 @@ class SearchMode:
             "poses_used": int((self.hist >= max(1.0, 0.01 * total)).sum()),
             "changed_frac": float((~same).float().mean()) if both.any() else None,
             "temperature": self.temperature,
-            "rows_scored_per_sample": self.rows / max(1, self.samples),
+            "rows_scored_per_sample": (self.rows + self.probe_rows) / max(1, self.samples),
             "cache_hit_frac": self.hits / max(1, self.samples),
             "cache_stale_frac": self.stale_found / self.stale_checked
             if self.stale_checked
