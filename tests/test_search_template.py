@@ -55,6 +55,14 @@ def test_occupancy_template_is_the_smoothed_weighted_mean() -> None:
     assert torch.allclose(tmpl.occupancy, torch.full((4, 4, 4), 2 / 3))
     tmpl.update()  # nothing came: the template stays
     assert torch.allclose(tmpl.occupancy, torch.full((4, 4, 4), 2 / 3))
+    # scoring reads the template's turned log-odds, derived again after each update
+    o, x = cube_group(), (torch.rand(3, 4, 4, 4, generator=torch.Generator().manual_seed(2)) < 0.5)
+    before = tmpl.nll(x, o)
+    torch.testing.assert_close(before, template_nll(x, tmpl.occupancy, o))
+    tmpl.add(zeros)
+    tmpl.update()
+    torch.testing.assert_close(tmpl.nll(x, o), template_nll(x, tmpl.occupancy, o))
+    assert not torch.allclose(tmpl.nll(x, o), before)
     copy = OccupancyTemplate(4)
     copy.load_state_dict(tmpl.state_dict())
     assert copy.ready and torch.equal(copy.occupancy, tmpl.occupancy)

@@ -40,16 +40,27 @@ def template_nll(x: Tensor, occupancy: Tensor, group: CubeGroup) -> Tensor:
         occupancy: ``(D, D, D)`` template probabilities, strictly inside (0, 1).
         group: the candidate elements; column ``r`` scores ``r⁻¹·x``.
     """
+    _check_shapes(x, occupancy)
+    return _nll(x, *_turned_logits(occupancy.to(x.device, torch.float32), group))
+
+
+def _check_shapes(x: Tensor, occupancy: Tensor) -> None:
     if x.dim() != 4 or occupancy.shape != x.shape[1:]:
         raise ValueError(
             f"expected grids (B, D, D, D) and a (D, D, D) template of the same side; "
             f"got {tuple(x.shape)} and {tuple(occupancy.shape)}"
         )
-    t = occupancy.to(x.device, torch.float32)
-    logit = torch.log(t) - torch.log1p(-t)  # W: a voxel's log-odds of being filled
-    turned = orbit(logit, group).flatten(1)  # (G, D³): row r is r·W
-    empty = -torch.log1p(-t).sum()  # the NLL of the empty grid, the same for every r
+
+
+def _nll(x: Tensor, turned: Tensor, empty: Tensor) -> Tensor:
     return empty - x.flatten(1).to(torch.float32) @ turned.T
+
+
+def _turned_logits(t: Tensor, group: CubeGroup) -> tuple[Tensor, Tensor]:
+    """``(G, D³)`` rows ``r·W`` of the template's log-odds ``W``, and the NLL of the
+    empty grid (the same for every ``r``)."""
+    logit = torch.log(t) - torch.log1p(-t)  # W: a voxel's log-odds of being filled
+    return orbit(logit, group).flatten(1), -torch.log1p(-t).sum()
 
 
 class OccupancyTemplate:
@@ -66,6 +77,16 @@ class OccupancyTemplate:
         self.count = torch.zeros((), dtype=torch.float64)
         self.occupancy = torch.full((side, side, side), 0.5, dtype=torch.float32)
         self.ready = False  # True once an update had grids to average
+
+    @property
+    def occupancy(self) -> Tensor:
+        return self._occupancy
+
+    @occupancy.setter
+    def occupancy(self, value: Tensor) -> None:
+        # the turned log-odds are derived once per template, not at every scoring pass
+        self._occupancy = value
+        self._turned: dict[tuple[CubeGroup, torch.device], tuple[Tensor, Tensor]] = {}
 
     def add(self, grids: Tensor, weight: Tensor | None = None) -> None:
         """Accumulate ``grids (N, D, D, D)``, each with ``weight (N,)`` (default 1)."""
@@ -88,7 +109,11 @@ class OccupancyTemplate:
 
     def nll(self, x: Tensor, group: CubeGroup) -> Tensor:
         """:func:`template_nll` of ``x`` under the current template."""
-        return template_nll(x, self.occupancy, group)
+        _check_shapes(x, self.occupancy)
+        key = (group, x.device)
+        if key not in self._turned:
+            self._turned[key] = _turned_logits(self.occupancy.to(x.device, torch.float32), group)
+        return _nll(x, *self._turned[key])
 
     def state_dict(self) -> dict[str, Any]:
         return {
