@@ -222,11 +222,7 @@ class SearchMode:
         self.stale_checked = self.stale_found = 0
         self.probe, self.probe_n, self.probe_rows = None, 0, 0
         if self.active and c.cache and c.stale_probe > 0:
-            rows = self.rows
             self._probe_staleness(model)
-            # every process of a distributed run probes the same objects: their rows
-            # are counted once, apart from the per-step rows that are summed over ranks
-            self.probe_rows, self.rows = self.rows - rows, rows
 
     def _probe_staleness(self, model: VAE) -> None:
         """Search a sample of the objects whose cache entry this epoch would reuse, in
@@ -240,7 +236,10 @@ class SearchMode:
         o = objs[pick]
         x = self.voxels[o].to(next(model.parameters()).device)
         ident = torch.zeros(o.numel(), dtype=torch.long)  # shown as stored: g = identity
-        scores = self._with_template(self._score(model, x).cpu(), x, None)
+        # every process of a distributed run probes the same objects: their rows are
+        # counted once, apart from the per-step rows summed over ranks
+        self.probe_rows = o.numel() * len(self.group)
+        scores = self._with_template(self._score(model, x, count=False).cpu(), x, None)
         r = self._with_prior(scores, None, self.from_o[ident], o).argmin(dim=1)
         h = canonical_pose(r, self.from_o[ident], self.group)
         same = same_voxels(self.stab[o], self.group, h, self.poses[o, 0])
@@ -248,9 +247,12 @@ class SearchMode:
         if self.probe > self.cfg.max_stale:
             self.refresh_from, self.refreshed = self.k, True
 
-    def _score(self, model: VAE, x: Tensor, cand: Tensor | None = None) -> Tensor:
+    def _score(
+        self, model: VAE, x: Tensor, cand: Tensor | None = None, count: bool = True
+    ) -> Tensor:
         c = self.cfg
-        self.rows += x.shape[0] * (len(self.group) if cand is None else cand.shape[1])
+        if count:
+            self.rows += x.shape[0] * (len(self.group) if cand is None else cand.shape[1])
         return score_orientations(
             model,
             x.to(torch.uint8),  # 0/1 grids: rotating bytes is ~4x cheaper than floats
