@@ -2,7 +2,7 @@
 and what the head costs in training. Writes "## Pose head" in BENCHMARKS.md.
 
     python benchmarks/bench_pose_head.py [--epochs 24] [--views 2] [--threads 1 2]
-        [--proposals 4 2 1] [--head-views 2 4] [--no-write]
+        [--proposals 4 2 1] [--head-views 2 4] [--precisions fp32 bf16] [--no-write]
 
 One single-mode model with the head (``model.pose_head=true``) trains through the
 training loop (``orient3d.training.loop.train``) on the ModelNet10 test grids
@@ -17,11 +17,13 @@ Recovery: the held-out test objects, each shown in ``--views`` random poses of O
 same seeded views for every variant), recovered by
 :func:`orient3d.evaluation.recovery.recover` (what ``orient3d recover`` runs) with all 24
 elements scored, with the head's top K proposals, and with the head's argmax averaged
-over V views (``--head-views``), at each thread count; variants interleaved, a
-different order per thread count. Accuracy modulo symmetry with a 95% Wilson interval,
-the difference from exhaustive search in points and pair by pair (views exhaustive
-search got right and the variant got wrong, and back), objects/s as recover times it
-(the head's passes included).
+over V views (``--head-views``), each in every ``--precisions`` (fp32; bf16 autocast for
+the head's and the VAE's passes, fast only on CPUs with native bf16: the machine line
+says), at each thread count; variants interleaved, a different order per thread count.
+Exhaustive fp32 search is the reference every row is compared with. Accuracy modulo
+symmetry with a 95% Wilson interval, the difference from exhaustive search in points
+and pair by pair (views exhaustive search got right and the variant got wrong, and
+back), objects/s as recover times it (the head's passes included).
 
 Training cost: the head adds nothing to a training step (the loop's step is the same
 code with or without it); its fit after training is timed against the epochs.
@@ -55,15 +57,23 @@ ROOT = Path(__file__).resolve().parents[1]
 VOXNET = ROOT.parent / "shared" / "data" / "modelnet10_vox32" / "voxnet32_test.npz"
 HEADING = "## Pose head"
 GOAL_SPEED, GOAL_LOSS = 100.0, 1.0  # objects/s at the first thread count; points lost
-Variant = tuple[int, int]  # (proposals K, head views V)
-EXHAUSTIVE: Variant = (24, 1)
+Variant = tuple[int, int, str]  # (proposals K, head views V, precision)
+EXHAUSTIVE: Variant = (24, 1, "fp32")
 
 
 def _label(v: Variant) -> str:
-    k, views = v
-    if k == 24:
-        return "exhaustive (24)"
-    return f"top {k}" + (f", {views} views" if views > 1 else "")
+    k, views, precision = v
+    name = "exhaustive (24)" if k == 24 else f"top {k}" + (f", {views} views" if views > 1 else "")
+    return name + ("" if precision == "fp32" else f", {precision}")
+
+
+def variants(args: argparse.Namespace) -> list[Variant]:
+    """Exhaustive fp32 search first (the reference), then every variant per precision."""
+    out = [EXHAUSTIVE]
+    for p in args.precisions:
+        out += [] if p == "fp32" else [(24, 1, p)]
+        out += [(k, 1, p) for k in args.proposals] + [(1, v, p) for v in args.head_views]
+    return out
 
 
 def train_model(args: argparse.Namespace, tmp: Path) -> tuple[Config, Path, float]:
@@ -96,15 +106,15 @@ def recovery(
     """Per variant: the first result; per (variant, threads): objects/s."""
     _, model = load_run(run)
     n = args.views * len(test)
-    variants = [EXHAUSTIVE, *((k, 1) for k in args.proposals), *((1, v) for v in args.head_views)]
+    order = variants(args)
     first: dict[Variant, dict[str, Any]] = {}
     speed: dict[tuple[Variant, int], float] = {}
     for i, threads in enumerate(args.threads):
         torch.set_num_threads(threads)
-        shift = i % len(variants)
-        for v in variants[shift:] + variants[:shift]:
+        shift = i % len(order)
+        for v in order[shift:] + order[:shift]:
             gen = torch.Generator().manual_seed(args.seed)
-            res = recover(model, test, n, generator=gen, proposals=v[0], views=v[1])
+            res = recover(model, test, n, generator=gen, proposals=v[0], views=v[1], precision=v[2])
             speed[v, threads] = res["objects_per_s"]
             first.setdefault(v, res)
             if res["wrong_views"] != first[v]["wrong_views"]:
@@ -114,7 +124,7 @@ def recovery(
                 f"{res['objects_per_s']:.1f} objects/s",
                 flush=True,
             )
-    return {v: first[v] for v in variants}, speed
+    return {v: first[v] for v in order}, speed
 
 
 def paired_delta(lost: int, gained: int, n: int) -> tuple[float, float, float]:
@@ -140,7 +150,7 @@ def _recovery_rows(
         cells = [
             _label(v),
             str(0 if v[0] == 1 else v[0]),
-            str(0 if v == EXHAUSTIVE else v[1]),
+            str(0 if v[0] == 24 else v[1]),
             f"{res['accuracy']:.3f}",
             f"{lo:.3f}–{hi:.3f}",
             "{:+.1f} [{:+.1f}, {:+.1f}]".format(
@@ -199,9 +209,10 @@ def _model_line(args: argparse.Namespace, facts: dict[str, Any]) -> str:
         f"/ {top['4']:.3f}; argmax over 1 / 2 / 4 views: {views['1']:.3f} / {views['2']:.3f} / "
         f"{views['4']:.3f}. Recovery: the {facts['n_test']} test objects × {args.views} seeded "
         f"random views of O = {n} views, the same for every row; `recover(..., proposals=K, "
-        "views=V)` (what `orient3d recover --proposals K --head-views V` runs), fp32, encoder "
-        "mean, hard choice. Lost / gained: views exhaustive search got right and this row "
-        "wrong / the reverse."
+        "views=V, precision=P)` (what `orient3d recover --proposals K --head-views V "
+        "--precision P` runs), fp32 unless the row says bf16, encoder mean, hard choice; every "
+        "row is compared with exhaustive fp32 search. Lost / gained: views exhaustive search "
+        "got right and this row wrong / the reverse."
     )
 
 
@@ -255,6 +266,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="for recovery")
     p.add_argument("--proposals", type=int, nargs="+", default=[4, 2, 1])
     p.add_argument("--head-views", type=int, nargs="*", default=[2, 4], help="with top 1")
+    p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
     p.add_argument("--train-threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-write", action="store_true", help="print only")

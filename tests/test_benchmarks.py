@@ -300,12 +300,15 @@ def test_bench_search_overhead_rows_and_counts(tmp_path: Path) -> None:
 def test_bench_pose_head_rows_and_counts(tmp_path: Path) -> None:
     args = ["--res", "16", "--width", "4", "--epochs", "1", "--n-train", "40", "--n-test", "6"]
     args += ["--views", "2", "--threads", "1", "2", "--proposals", "3", "1", "--head-views", "4"]
+    args += ["--precisions", "fp32", "bf16"]
     out = _run("bench_pose_head.py", [*args, "--no-write"], tmp_path)
     recovery, cost = _printed_tables(out, "## Pose head")
     rows = _by_first_column(recovery)
-    assert list(rows) == ["exhaustive (24)", "top 3", "top 1", "top 1, 4 views"]
-    assert [r["VAE rows / object"] for r in rows.values()] == ["24", "3", "0", "0"]
-    assert [r["head views"] for r in rows.values()] == ["0", "1", "1", "4"]
+    names = ["top 3", "top 1", "top 1, 4 views"]
+    bf16 = [f"{n}, bf16" for n in ["exhaustive (24)", *names]]
+    assert list(rows) == ["exhaustive (24)", *names, *bf16]
+    assert [r["VAE rows / object"] for r in rows.values()] == ["24", "3", "0", "0"] * 2
+    assert [r["head views"] for r in rows.values()] == ["0", "1", "1", "4"] * 2
     base = rows["exhaustive (24)"]
     assert base["Δ vs exhaustive, points [95%]"] == "+0.0 [+0.0, +0.0]"
     assert base["lost / gained"] == "0 / 0"
