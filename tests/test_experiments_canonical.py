@@ -208,6 +208,11 @@ def test_a_baseline_cell_judges_every_other_cell(tmp_path: Path) -> None:
     }
     sentence = summary["answers"][0]["answer"]
     assert "At template_weight=1.0: A single canonical pose emerged" in sentence
+    # a cell over other keys names its setting by the mode and the choice
+    assert (
+        "At template_weight=0.5: No single canonical pose emerged; the most consistent "
+        "setting was search-hard:" in sentence
+    )
     # 0.21 pooled over the seeds of the baseline cell
     assert "against 0.21 [0.158, 0.273] with the baseline (template_weight=0.0)" in sentence
     rows = summary["sections"][0]["table"]["rows"]
@@ -297,6 +302,24 @@ def test_lever_configs_name_one_baseline_cell(name: str) -> None:
     assert base is not None and opts.iou_floor >= 0.7
     # no ground truth in training: a uniform prior, the stored frames as they are
     assert {r.config.search.prior for r in runs} == {"uniform"}
+
+
+def test_template_on_modelnet_reuses_the_canonical_references_search_runs() -> None:
+    from orient3d.config import config_differences
+    from orient3d.experiments import load_spec
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "reference"
+    lever = {r.name: r for r in expand_runs(load_spec(root / "levers" / "template_modelnet.toml"))}
+    ref = {r.name: r for r in expand_runs(load_spec(root / "canonical_modelnet.toml"))}
+    plain = [n for n in lever if n.startswith("search-hard_seed-")]
+    assert len(plain) >= 3 and len(lever) == 2 * len(plain)
+    for name in plain:  # same name, same config: the finished runs are taken over
+        assert config_differences(ref[name].config, lever[name].config) == []
+    with_template = [r.config for n, r in lever.items() if n not in plain]
+    assert {(c.search.template, c.search.template_weight) for c in with_template} == {
+        ("voxels", 4.0)
+    }
+    assert {c.search.prior for c in with_template} == {"uniform"}  # no ground truth
 
 
 def test_unseen_classes_are_reported_apart_from_the_trained_ones(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import tomllib
 
+from orient3d.config import Config
 from orient3d.errors import ConfigError
 from orient3d.experiments.cells import (
     Cell,
@@ -50,8 +51,15 @@ def by_setting(runs: Sequence[RunRecord], search_only: bool = False) -> dict[str
         runs = [r for r in runs if r.config.train.mode == "search"]
     for c in cells(runs):
         name = str(c.values.get("variant") or c.label([k for k in c.values if k in COMPARED]))
-        out[name or "all"] = list(c.runs)
+        out[name or _mode_name(c.runs[0].config)] = list(c.runs)
     return out
+
+
+def _mode_name(cfg: Config) -> str:
+    """A setting's name when its cell names none (a grid over other keys): the mode,
+    with the choice for search (``search-hard``, ``search-soft``)."""
+    mode = cfg.train.mode
+    return f"{mode}-{cfg.search.choice}" if mode == "search" else mode
 
 
 def pooled(runs: Sequence[RunRecord], key: str) -> dict[str, Any]:
