@@ -217,7 +217,7 @@ def test_a_baseline_cell_judges_every_other_cell(tmp_path: Path) -> None:
     assert "against 0.21 [0.158, 0.273] with the baseline (template_weight=0.0)" in sentence
     rows = summary["sections"][0]["table"]["rows"]
     assert {r[2] for r in rows} == {
-        "uniform, template ×0",
+        "uniform",  # a zero-weight template changes nothing
         "uniform, template ×0.5",
         "uniform, template ×1",
     }
@@ -320,6 +320,22 @@ def test_template_on_modelnet_reuses_the_canonical_references_search_runs() -> N
         ("voxels", 4.0)
     }
     assert {c.search.prior for c in with_template} == {"uniform"}  # no ground truth
+
+
+def test_latent_template_lever_can_take_over_the_template_levers_plain_runs() -> None:
+    from orient3d.config import config_differences
+    from orient3d.experiments import load_spec
+
+    levers = Path(__file__).resolve().parents[1] / "configs" / "reference" / "levers"
+    latent = {r.name: r for r in expand_runs(load_spec(levers / "template_latent.toml"))}
+    plain = {r.name: r for r in expand_runs(load_spec(levers / "template.toml"))}
+    seeds = [n.rsplit("-", 1)[1] for n in latent if n.startswith("search-hard_seed-")]
+    assert len(seeds) >= 3 and len(latent) == 2 * len(seeds)
+    for s in seeds:  # the documented copy keeps the config: a resume accepts it
+        ours, theirs = latent[f"search-hard_seed-{s}"], plain[f"template_weight-0.0_seed-{s}"]
+        assert config_differences(theirs.config, ours.config) == []
+    other = [r.config.search for n, r in latent.items() if not n.startswith("search-hard_")]
+    assert {(c.template, c.template_weight, c.prior) for c in other} == {("latent", 4.0, "uniform")}
 
 
 def test_unseen_classes_are_reported_apart_from_the_trained_ones(tmp_path: Path) -> None:

@@ -208,9 +208,10 @@ class SearchConfig:
     prior_temperature: float = 1.0  # gradient: p = softmax(logits / temperature)
     prior_weight: float = 1.0  # λ in the score L - λ log p(h) (1: the ELBO; > 1 a stronger prior)
     # Shared template (congealing, orient3d.search.template; no stored frame, no labels):
-    # none, or voxels: each candidate also pays template_weight times the NLL of its grid
-    # under the per-voxel occupancy of the previous epoch's chosen training grids.
-    template: Literal["none", "voxels"] = "none"
+    # none; voxels: each candidate also pays template_weight times the NLL of its grid
+    # under the per-voxel occupancy of the previous epoch's chosen training grids;
+    # latent: ½‖μ - c‖² of its encoder mean μ, c the mean μ of the previous epoch's choices.
+    template: Literal["none", "voxels", "latent"] = "none"
     template_weight: float = 1.0  # λ_T in the score L + λ_T N_T (nats per nat)
 
     def __post_init__(self) -> None:

@@ -75,8 +75,9 @@ def measured(runs: Sequence[RunRecord], key: str) -> list[float]:
 
 
 def setting_label(runs: Sequence[RunRecord]) -> tuple[str, str]:
-    """The prior (with its weight when not 1) and the choice: hard, soft at a fixed
-    temperature, or soft annealed (``T a→b``). ``—`` for runs trained without search
+    """The prior (with its weight when not 1) and any template with a weight above 0,
+    and the choice: hard, soft at a fixed temperature, or soft annealed (``T a→b``).
+    ``—`` for runs trained without search
     (the oracle ``single`` and the ``augmented`` baseline)."""
     cfg = runs[0].config
     if cfg.train.mode != "search":
@@ -84,8 +85,9 @@ def setting_label(runs: Sequence[RunRecord]) -> tuple[str, str]:
     s = cfg.search
     name = "stored_frame" if s.prior == "learned" else s.prior  # (the former name)
     prior = name if s.prior == "uniform" or s.prior_weight == 1 else f"{name} ×{s.prior_weight:g}"
-    if s.template != "none":
-        prior += f", template ×{s.template_weight:g}"
+    if s.template != "none" and s.template_weight > 0:  # a zero weight changes nothing
+        kind = "latent template" if s.template == "latent" else "template"
+        prior += f", {kind} ×{s.template_weight:g}"
     if cfg.data.random_frames:  # the control: the stored frame carries nothing
         prior += " (random frames)"
     if s.choice == "hard":

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         canonicalize,
         choice_from_pose,
         choose,
+        score_and_encode,
         score_orientations,
         scoring_context,
     )
@@ -38,6 +39,7 @@ __all__ = [
     "canonicalize",
     "choice_from_pose",
     "choose",
+    "score_and_encode",
     "score_orientations",
     "scoring_context",
 ]

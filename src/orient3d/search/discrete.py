@@ -44,6 +44,7 @@ __all__ = [
     "canonical_pose",
     "canonicalize",
     "choose",
+    "score_and_encode",
     "score_orientations",
     "scoring_precision",
 ]
@@ -129,6 +130,42 @@ def score_orientations(
         ``(B, G)`` float32 scores, or ``(B, K)`` for ``candidates``;
         ``out[b, k]`` scores element ``k`` (or ``candidates[b, k]``).
     """
+    return _score_rows(model, x, group, sample, generator, precision, chunk, candidates, False)[0]
+
+
+def score_and_encode(
+    model: nn.Module,
+    x: Tensor,
+    group: CubeGroup | None = None,
+    *,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+    precision: Precision = "fp32",
+    chunk: int = 256,
+    candidates: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`score_orientations` and, from the same passes, the encoder means.
+
+    Returns:
+        ``(scores, mu)``: scores as :func:`score_orientations`, and ``mu (B, G, Z)``
+        (``(B, K, Z)`` for ``candidates``) float32, the encoder mean of each scored
+        grid ``r⁻¹·x``.
+    """
+    scores, mu = _score_rows(model, x, group, sample, generator, precision, chunk, candidates, True)
+    return scores, (mu if mu is not None else scores.new_empty(*scores.shape, 0))  # (no rows)
+
+
+def _score_rows(
+    model: nn.Module,
+    x: Tensor,
+    group: CubeGroup | None,
+    sample: bool,
+    generator: torch.Generator | None,
+    precision: Precision,
+    chunk: int,
+    candidates: Tensor | None,
+    keep_mu: bool,
+) -> tuple[Tensor, Tensor | None]:
     group = group or cube_group()
     if x.dim() != 4 or not (x.shape[1] == x.shape[2] == x.shape[3]):
         raise ValueError(f"x must be (B, D, D, D), got {tuple(x.shape)}")
@@ -142,6 +179,7 @@ def score_orientations(
     k = len(group) if candidates is None else candidates.shape[1]
     per = max(1, chunk // k)  # samples per pass
     out = torch.empty(b, k, dtype=torch.float32, device=x.device)
+    mu: Tensor | None = None
     with scoring_context(model, x.device.type, precision):
         for s in range(0, b, per):
             xb = x[s : s + per]  # (b', D, D, D)
@@ -152,7 +190,11 @@ def score_orientations(
             rows = rows.reshape(-1, d, d, d)  # (b' K, D, D, D)
             res = model(rows, sample=sample, generator=generator)
             out[s : s + per] = res.neg_elbo.float().view(-1, k)
-    return out
+            if keep_mu:
+                if mu is None:
+                    mu = torch.empty(b, k, res.mu.shape[-1], dtype=torch.float32, device=x.device)
+                mu[s : s + per] = res.mu.float().view(-1, k, res.mu.shape[-1])
+    return out, mu
 
 
 @dataclass(frozen=True)

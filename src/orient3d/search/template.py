@@ -18,6 +18,18 @@ symmetry.
 All ``|G|`` candidates of a batch cost one matrix product: ``Σ_v (r⁻¹x)_v W_v =
 Σ_u x_u (r·W)_u``, so the template's logit grid ``W`` is turned once per element
 instead of every grid ``|G|`` times.
+
+A template in the model's latent space (:class:`LatentTemplate`) is the other form of
+joint alignment: aligned objects should share a code. Its template is a point ``c``,
+the mean encoder mean ``μ`` of the grids chosen over the previous epoch, and a
+candidate pays
+
+    ``N_r(x) = ½ ‖μ(r⁻¹x) - c‖²``   (nats: the negative log density of ``μ`` under a
+    unit Gaussian at ``c``, less its constant),
+
+with ``μ`` read from the scoring pass itself (:func:`orient3d.search.score_and_encode`).
+Unlike the voxel template it moves with the encoder: ``c`` is a mean of last epoch's
+codes, compared with this step's.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ from torch import Tensor
 
 from orient3d.geometry.groups import CubeGroup, orbit
 
-__all__ = ["OccupancyTemplate", "template_nll"]
+__all__ = ["LatentTemplate", "OccupancyTemplate", "latent_nll", "template_nll"]
 
 
 def template_nll(x: Tensor, occupancy: Tensor, group: CubeGroup) -> Tensor:
@@ -127,4 +139,67 @@ class OccupancyTemplate:
         self.sum = state["sum"].clone()
         self.count = state["count"].clone()
         self.occupancy = state["occupancy"].clone()
+        self.ready = bool(state["ready"])
+
+
+def latent_nll(mu: Tensor, centre: Tensor) -> Tensor:
+    """``(B, K)``: ``½ ‖μ - c‖²`` for encoder means ``mu (B, K, Z)`` and ``centre (Z,)``."""
+    if mu.dim() != 3 or centre.shape != mu.shape[-1:]:
+        raise ValueError(
+            f"expected means (B, K, Z) and a (Z,) centre of the same Z; got "
+            f"{tuple(mu.shape)} and {tuple(centre.shape)}"
+        )
+    return 0.5 * (mu.float() - centre.to(mu.device, torch.float32)).pow(2).sum(dim=-1)
+
+
+class LatentTemplate:
+    """The running latent template: codes accumulate over an epoch, :meth:`update`
+    averages them into the centre ``c``.
+
+    As :class:`OccupancyTemplate`, the sums are plain attributes (``sum``, ``count``)
+    that processes of one distributed run add up before :meth:`update`; until an
+    update had codes to average it is not ``ready`` (and scores nothing).
+    """
+
+    def __init__(self, latent: int) -> None:
+        self.sum = torch.zeros(latent, dtype=torch.float64)
+        self.count = torch.zeros((), dtype=torch.float64)
+        self.centre = torch.zeros(latent, dtype=torch.float32)
+        self.ready = False
+
+    def add(self, mu: Tensor, weight: Tensor | None = None) -> None:
+        """Accumulate codes ``mu (N, Z)``, each with ``weight (N,)`` (default 1)."""
+        m = mu.detach().to("cpu", torch.float64)
+        if weight is None:
+            self.sum += m.sum(dim=0)
+            self.count += m.shape[0]
+        else:
+            w = weight.detach().to("cpu", torch.float64)
+            self.sum += w @ m
+            self.count += w.sum()
+
+    def update(self) -> None:
+        """The new centre from the accumulated codes (kept when none came); resets the sums."""
+        if float(self.count) > 0:
+            self.centre = (self.sum / self.count).float()
+            self.ready = True
+        self.sum.zero_()
+        self.count.zero_()
+
+    def nll(self, mu: Tensor) -> Tensor:
+        """:func:`latent_nll` of ``mu (B, K, Z)`` under the current centre."""
+        return latent_nll(mu, self.centre)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "sum": self.sum.clone(),
+            "count": self.count.clone(),
+            "centre": self.centre.clone(),
+            "ready": self.ready,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sum = state["sum"].clone()
+        self.count = state["count"].clone()
+        self.centre = state["centre"].clone()
         self.ready = bool(state["ready"])

@@ -93,6 +93,14 @@ learned. Logged: ``template_overruled_frac`` (of the samples searched in full,
 those whose choice scores worse under the model alone than its best: the template,
 with any prior, overruled the likelihood) and ``template_entropy`` (mean per-voxel
 entropy of the template, nats: low when the chosen grids agree).
+
+``search.template = "latent"`` (:class:`orient3d.search.template.LatentTemplate`) puts
+the template in the latent space instead: a candidate pays ``λ_T·½‖μ(r⁻¹x) - c‖²``,
+``μ`` its encoder mean from the scoring pass and ``c`` the mean ``μ`` of the grids the
+search chose over the previous epoch (the best candidate of each sample scored in
+full or re-scored; a cache hit scored by nobody adds nothing). It is ready after the
+first search epoch (the warm-up shows no codes). Logged: ``template_overruled_frac``
+and ``template_centre_norm`` (``‖c‖``).
 """
 
 from __future__ import annotations
@@ -114,9 +122,10 @@ from orient3d.search.discrete import (
     canonicalize,
     choice_from_pose,
     choose,
+    score_and_encode,
     score_orientations,
 )
-from orient3d.search.template import OccupancyTemplate
+from orient3d.search.template import LatentTemplate, OccupancyTemplate
 from orient3d.training.modes.base import ModeSync, Prepared
 from orient3d.training.prior import OrientationPrior
 
@@ -195,8 +204,12 @@ class SearchMode:
         self.probe_n = self.probe_rows = 0
         n_classes = max(len(train.class_names), int(self.labels.max()) + 1 if n else 1)
         self.prior = make_prior(cfg.search, g, n_classes)
-        side = train.voxels.shape[-1]
-        self.template = OccupancyTemplate(side) if cfg.search.template == "voxels" else None
+        self.template: OccupancyTemplate | LatentTemplate | None = None
+        if cfg.search.template == "voxels":
+            self.template = OccupancyTemplate(train.voxels.shape[-1])
+        elif cfg.search.template == "latent":
+            self.template = LatentTemplate(cfg.model.latent)
+        self.codes = isinstance(self.template, LatentTemplate)  # scoring keeps encoder means
 
     @property
     def active(self) -> bool:
@@ -239,7 +252,7 @@ class SearchMode:
         # every process of a distributed run probes the same objects: their rows are
         # counted once, apart from the per-step rows summed over ranks
         self.probe_rows = o.numel() * len(self.group)
-        scores = self._with_template(self._score(model, x, count=False).cpu(), x, None)
+        scores = self._with_template(*self._score(model, x, count=False), x, None)
         r = self._with_prior(scores, None, self.from_o[ident], o).argmin(dim=1)
         h = canonical_pose(r, self.from_o[ident], self.group)
         same = same_voxels(self.stab[o], self.group, h, self.poses[o, 0])
@@ -249,11 +262,14 @@ class SearchMode:
 
     def _score(
         self, model: VAE, x: Tensor, cand: Tensor | None = None, count: bool = True
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor | None]:
+        """Scores ``(B, K)`` on the CPU and, with a latent template, the encoder means
+        ``(B, K, Z)`` of the scored grids (else None)."""
         c = self.cfg
         if count:
             self.rows += x.shape[0] * (len(self.group) if cand is None else cand.shape[1])
-        return score_orientations(
+        score = score_and_encode if self.codes else score_orientations
+        out = score(
             model,
             x.to(torch.uint8),  # 0/1 grids: rotating bytes is ~4x cheaper than floats
             self.group,
@@ -263,15 +279,32 @@ class SearchMode:
             chunk=c.chunk,
             candidates=cand,
         )
+        if isinstance(out, tuple):
+            return out[0].cpu(), out[1].cpu()
+        return out.cpu(), None
 
-    def _with_template(self, scores: Tensor, x: Tensor, r: Tensor | None) -> Tensor:
-        """``scores + λ_T N_T(r⁻¹x)`` for candidates ``r (B, K)`` (None: every element)."""
+    def _with_template(
+        self, scores: Tensor, mu: Tensor | None, x: Tensor, r: Tensor | None
+    ) -> Tensor:
+        """``scores + λ_T N_T`` for candidates ``r (B, K)`` (None: every element); a latent
+        template reads the candidates' encoder means ``mu (B, K, Z)``."""
         if self.template is None or not self.template.ready:
             return scores
+        if isinstance(self.template, LatentTemplate):
+            return scores + self.cfg.template_weight * self.template.nll(typing.cast(Tensor, mu))
         nll = self.template.nll(x, self.group).cpu()  # (B, G)
         if r is not None:
             nll = nll.gather(1, r)
         return scores + self.cfg.template_weight * nll
+
+    def _add_codes(self, mu: Tensor | None, col: Tensor) -> None:
+        """Add to a latent template the codes ``mu[b, col[b]]`` of the chosen candidates."""
+        if isinstance(self.template, LatentTemplate) and mu is not None and col.numel():
+            self.template.add(mu[torch.arange(col.shape[0]), col])
+
+    def _add_grids(self, x: Tensor, weight: Tensor | None = None) -> None:
+        if isinstance(self.template, OccupancyTemplate):
+            self.template.add(x, weight)
 
     def _with_prior(self, scores: Tensor, r: Tensor | None, g: Tensor, idx: Tensor) -> Tensor:
         """``scores - s λ log p(h)`` for candidates ``r (B, K)`` (None: every element).
@@ -328,10 +361,11 @@ class SearchMode:
         scores = torch.zeros(b, p)
         if need.any():
             x_need = x[need.to(x.device)]
-            raw = self._score(model, x_need).cpu()  # (b', G)
-            full = self._with_template(raw, x_need, None)
+            raw, mu = self._score(model, x_need)  # (b', G), (b', G, Z) or None
+            full = self._with_template(raw, mu, x_need, None)
             full = self._with_prior(full, None, g[need], idx[need])
             s, r = full.sort(dim=1)
+            self._add_codes(mu, r[:, 0])
             two = raw.topk(2, dim=1, largest=False).values  # (b', 2)
             self.gaps.append(two[:, 1] - two[:, 0])
             # the prior or the template beat the likelihood
@@ -352,10 +386,11 @@ class SearchMode:
             r = choice_from_pose(self.poses[idx[hit]], g[hit][:, None], self.group)  # (b'', P)
             if p > 1:
                 x_hit = x[hit.to(x.device)]
-                s = self._score(model, x_hit, r.to(x.device)).cpu()
-                s = self._with_template(s, x_hit, r)
+                s, mu = self._score(model, x_hit, r.to(x.device))
+                s = self._with_template(s, mu, x_hit, r)
                 s = self._with_prior(s, r, g[hit], idx[hit])
                 s, order = s.sort(dim=1)
+                self._add_codes(mu, order[:, 0])
                 r = r.gather(1, order)
                 scores[hit] = s
             elems[hit] = r
@@ -369,8 +404,7 @@ class SearchMode:
         """
 
         if not self.active:
-            if self.template is not None:
-                self.template.add(x_shown)
+            self._add_grids(x_shown)
             return Prepared(x=x_shown, weight=None, choice=None)
         b = x_shown.shape[0]
         g, idx = self.from_o[g.cpu()], idx.cpu().long()
@@ -384,8 +418,7 @@ class SearchMode:
             if self.prior is not None:
                 self.prior.observe(h[:, None], torch.ones(b, 1), self.labels[idx])
             x = rotate(x_shown, self.group, inv[r].to(x_shown.device))  # (B, D, D, D)
-            if self.template is not None:
-                self.template.add(x)
+            self._add_grids(x)
             return Prepared(x=x, weight=None, choice=r.to(x_shown.device))
         k = min(self.cfg.top_k or elems.shape[1], elems.shape[1])
         ch = choose(
@@ -397,8 +430,7 @@ class SearchMode:
         rows = inv[elems[:, :k]].reshape(-1).to(x_shown.device)
         x = rotate(x_shown.repeat_interleave(k, 0), self.group, rows)  # (B K, D, D, D)
         weight = ch.weight.reshape(-1).to(x_shown.device, x_shown.dtype)  # (B K,)
-        if self.template is not None:
-            self.template.add(x, weight)
+        self._add_grids(x, weight)
         return Prepared(x=x, weight=weight.detach(), choice=r.to(x_shown.device))
 
     def _record(self, h: Tensor, idx: Tensor) -> None:
@@ -407,11 +439,15 @@ class SearchMode:
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         tmpl: dict[str, Any] = {}
-        if self.template is not None:
+        if isinstance(self.template, OccupancyTemplate):
             self.template.update()
             t = self.template.occupancy.double().clamp(1e-12, 1 - 1e-12)
             ent = -(t * t.log() + (1 - t) * (1 - t).log())
             tmpl["template_entropy"] = float(ent.mean())
+        elif self.template is not None:
+            self.template.update()
+            ready = self.template.ready  # (not before the first search epoch's codes)
+            tmpl["template_centre_norm"] = float(self.template.centre.norm()) if ready else None
         if not self.active:
             return {"search_active": False, **tmpl}
         seen = self.epoch_h >= 0
