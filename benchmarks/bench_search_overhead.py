@@ -102,6 +102,12 @@ NOTES = [
     "as full search. The per-step work above cannot bring such runs near the "
     "steady ratio; the cache policy (search.max_stale, refresh_frac) decides it, and "
     "changing it changes the answer.",
+    "- A floor under any whole run: one full search scores 24 rows per sample, at a "
+    "forward per row about 24 / 3 = 8 training epochs of work, so a 12-epoch run with a "
+    "single full search costs at least (12 + 8) / 12 ≈ 1.67× augmented, before any "
+    "re-search. A whole-run ratio of 1.5× at 12 epochs needs a first search cheaper than "
+    "exhaustive (candidates proposed by an amortized head, a cheaper scoring pass), not "
+    "less per-step overhead.",
     "- On 2 threads on a busy machine every small op may wait for a descheduled "
     "thread: wall and CPU times there swing several-fold; compare within a row.",
 ]
@@ -111,9 +117,9 @@ STEADY_ROWS = 2.0  # a search epoch scoring fewer rows per sample re-searched no
 def _timed_scoring(run: Run) -> list[float]:
     """Wrap the mode's scoring call; returns ``[wall, CPU]`` seconds, accumulating."""
     spent = [0.0, 0.0]
-    score: Callable[..., torch.Tensor] = run.mode._score
+    score: Callable[..., Any] = run.mode._score
 
-    def timed(*args: Any, **kw: Any) -> torch.Tensor:
+    def timed(*args: Any, **kw: Any) -> Any:
         t0, c0 = time.perf_counter(), time.process_time()
         out = score(*args, **kw)
         spent[0] += time.perf_counter() - t0
