@@ -290,3 +290,41 @@ def test_evaluate_protocols_and_load_run(tmp_path: Path) -> None:
 def test_load_run_errors(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="not a run folder"):
         load_run(tmp_path)
+
+
+def test_shift_augments_training_grids_only_by_offsets_in_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orient3d.data import split_validation
+    from orient3d.geometry.transforms import shift
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    plain = SingleMode.prepare
+
+    def record(
+        self: Any, model: Any, x: torch.Tensor, g: torch.Tensor, idx: torch.Tensor, epoch: int
+    ) -> Prepared:
+        seen.append((x.clone(), idx.clone()))
+        return plain(self, model, x, g, idx, epoch)
+
+    monkeypatch.setattr(SingleMode, "prepare", record)
+    cfg = tiny_config("train.shift=2")
+    train_set, test_set = tiny_data(cfg)
+    fit(cfg, train_set, test_set, tmp_path / "run")
+    objects = split_validation(train_set, cfg.data.n_val, cfg.seed)[0].voxels
+    offsets = [(a, b, c) for a in range(-2, 3) for b in range(-2, 3) for c in range(-2, 3)]
+    used = set()
+    for x, idx in seen:
+        for grid, i in zip(x, idx.tolist()):
+            source = objects[i : i + 1]
+            match = [
+                t for t in offsets if torch.equal(shift(source, torch.tensor([t]))[0].float(), grid)
+            ]
+            assert match, "a training grid is no shift of its object within [-2, 2]^3"
+            used.update(match)
+    assert len(used) > 10  # offsets are drawn, not one fixed shift
+    with pytest.raises(ConfigError, match="train.shift=8"):
+        fit(tiny_config("train.shift=8"), train_set, test_set, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()  # refused before the run folder is made
+    with pytest.raises(ConfigError, match="train.shift"):
+        tiny_config("train.shift=-1")

@@ -148,6 +148,9 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cosine", "step"] = "cosine"  # per-epoch schedule
     lr_step_epochs: int = 10  # step schedule: halve the rate every this many epochs
     grad_clip: float = 10.0  # max gradient norm (0: off)
+    # augmentation: each training sample also shifted by a random integer offset in
+    # [-shift, shift] voxels per axis, zero fill (0: off); validation and test are not
+    shift: int = 0
     early_stopping: int = 0  # stop after this many epochs without validation gain (0: off)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     # autocast dtype; auto: bf16 where native (CUDA, CPUs with AVX512-BF16/AMX), else fp32
@@ -167,6 +170,7 @@ class TrainConfig:
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
         _check(0 < self.lr < math.inf, "train.lr", self.lr, "a finite number > 0")
         _check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, ">= 0")
+        _check(self.shift >= 0, "train.shift", self.shift, ">= 0")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, ">= 1")
         _check(self.eval_every >= 1, "train.eval_every", self.eval_every, ">= 1")
 

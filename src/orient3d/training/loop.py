@@ -37,6 +37,7 @@ from orient3d.devices import autocast, check_precision, resolve_precision, set_t
 from orient3d.errors import ConfigError, DataError, RunError
 from orient3d.evaluation.protocols import evaluate, load_run
 from orient3d.geometry import groups
+from orient3d.geometry.transforms import shift
 from orient3d.rundir import lock, runs
 from orient3d.training import distributed, pose_head
 from orient3d.training.evaluation import evaluate_splits, finish, is_evaluated, select
@@ -96,11 +97,16 @@ def _step(
     g = torch.zeros(b, dtype=torch.long)
     if st.mode.rotate_inputs:
         g = torch.randint(len(group), (b,), generator=st.data_gen)
+    offsets = None
+    if t.shift > 0:  # drawn only then: runs without it keep their random stream
+        offsets = torch.randint(-t.shift, t.shift + 1, (b, 3), generator=st.data_gen)
     idx_all, part = idx, st.dist.shard(b)
     idx, g = idx[part], g[part]
     x = voxels[idx.to(voxels.device)]  # (b, D, D, D) uint8, b = B / world
     if st.mode.rotate_inputs:
         x = groups.rotate(x, group, g)
+    if offsets is not None:
+        x = shift(x, offsets[part])
     x_shown = x.float()  # (b, D, D, D)
     prep = st.mode.prepare(st.model, x_shown, g.to(x.device), idx, epoch)
     k = prep.x.shape[0] // max(1, idx.shape[0])  # rows per sample
@@ -240,6 +246,11 @@ def _check_data(cfg: Config, train_set: VoxelSet, val_set: VoxelSet, test_set: V
         raise ConfigError(
             f"train.early_stopping={cfg.train.early_stopping} needs a validation split, "
             "but data.n_val=0; early stopping never reads the test split"
+        )
+    if 2 * cfg.train.shift >= cfg.data.res:
+        raise ConfigError(
+            f"train.shift={cfg.train.shift} would move objects out of a {cfg.data.res}³ grid; "
+            f"use less than {(cfg.data.res + 1) // 2}"
         )
 
 
