@@ -330,12 +330,15 @@ def test_latent_template_lever_can_take_over_the_template_levers_plain_runs() ->
     latent = {r.name: r for r in expand_runs(load_spec(levers / "template_latent.toml"))}
     plain = {r.name: r for r in expand_runs(load_spec(levers / "template.toml"))}
     seeds = [n.rsplit("-", 1)[1] for n in latent if n.startswith("search-hard_seed-")]
-    assert len(seeds) >= 3 and len(latent) == 2 * len(seeds)
+    assert len(seeds) >= 3 and len(latent) == 3 * len(seeds)
     for s in seeds:  # the documented copy keeps the config: a resume accepts it
         ours, theirs = latent[f"search-hard_seed-{s}"], plain[f"template_weight-0.0_seed-{s}"]
         assert config_differences(theirs.config, ours.config) == []
     other = [r.config.search for n, r in latent.items() if not n.startswith("search-hard_")]
-    assert {(c.template, c.template_weight, c.prior) for c in other} == {("latent", 4.0, "uniform")}
+    assert {(c.template, c.template_weight, c.prior) for c in other} == {
+        ("latent", 4.0, "uniform"),
+        ("latent", 32.0, "uniform"),
+    }
 
 
 def test_unseen_classes_are_reported_apart_from_the_trained_ones(tmp_path: Path) -> None:
