@@ -183,7 +183,7 @@ def verdict(
     for v, res in first.items():
         wrong = set(res["wrong_views"])
         _, lo, hi = paired_delta(len(wrong - wrong24), len(wrong24 - wrong), n)
-        halves += [(hi - lo) / 2] if v != EXHAUSTIVE else []
+        halves += [(hi - lo) / 2] if v[0] != 24 else []  # exhaustive search in any precision
     return (
         f"Goals (≥ {GOAL_SPEED:.0f} objects/s at {t} thread(s), ≤ {GOAL_LOSS:.0f} point of "
         f"accuracy lost against exhaustive search on the same views, point estimate): {answer} "
