@@ -75,20 +75,72 @@ def _turned_logits(t: Tensor, group: CubeGroup) -> tuple[Tensor, Tensor]:
     return orbit(logit, group).flatten(1), -torch.log1p(-t).sum()
 
 
-class OccupancyTemplate:
+class _EpochMean:
+    """What both templates share: items accumulate over an epoch (``add``, weighted),
+    :meth:`update` turns their sums into the template (``_take``) and resets them.
+
+    The sums are plain attributes (``sum``, ``count``) so that processes of one
+    distributed run can add theirs up before :meth:`update`; until an update had
+    items to average the template is not ``ready`` (and scores nothing). The state
+    holds the sums, ``ready`` and the template itself under ``_key``.
+    """
+
+    _key: str  # the attribute that holds the template
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.sum = torch.zeros(shape, dtype=torch.float64)
+        self.count = torch.zeros((), dtype=torch.float64)
+        self.ready = False  # True once an update had items to average
+
+    def add(self, items: Tensor, weight: Tensor | None = None) -> None:
+        """Accumulate ``items (N, ...)``, each with ``weight (N,)`` (default 1)."""
+        v = items.detach().to("cpu", torch.float64)
+        if weight is None:
+            self.sum += v.sum(dim=0)
+            self.count += v.shape[0]
+        else:
+            w = weight.detach().to("cpu", torch.float64)
+            self.sum += torch.einsum("n,n...->...", w, v)
+            self.count += w.sum()
+
+    def update(self) -> None:
+        """The new template from the accumulated items (kept when none came); resets the sums."""
+        if float(self.count) > 0:
+            self._take(self.sum, self.count)
+            self.ready = True
+        self.sum.zero_()
+        self.count.zero_()
+
+    def _take(self, total: Tensor, count: Tensor) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "sum": self.sum.clone(),
+            "count": self.count.clone(),
+            self._key: getattr(self, self._key).clone(),
+            "ready": self.ready,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sum = state["sum"].clone()
+        self.count = state["count"].clone()
+        setattr(self, self._key, state[self._key].clone())
+        self.ready = bool(state["ready"])
+
+
+class OccupancyTemplate(_EpochMean):
     """The running template: grids accumulate over an epoch, :meth:`update` averages them.
 
     ``T = (Σ weights·grids + 1) / (Σ weights + 2)`` (a Beta(1, 1) prior per voxel),
-    so no voxel has probability 0 or 1. The sums are plain attributes (``sum``,
-    ``count``) so that processes of one distributed run can add theirs up before
-    :meth:`update`.
+    so no voxel has probability 0 or 1 (:class:`_EpochMean` keeps the sums).
     """
 
+    _key = "occupancy"
+
     def __init__(self, side: int) -> None:
-        self.sum = torch.zeros(side, side, side, dtype=torch.float64)
-        self.count = torch.zeros((), dtype=torch.float64)
+        super().__init__((side, side, side))
         self.occupancy = torch.full((side, side, side), 0.5, dtype=torch.float32)
-        self.ready = False  # True once an update had grids to average
 
     @property
     def occupancy(self) -> Tensor:
@@ -100,24 +152,8 @@ class OccupancyTemplate:
         self._occupancy = value
         self._turned: dict[tuple[CubeGroup, torch.device], tuple[Tensor, Tensor]] = {}
 
-    def add(self, grids: Tensor, weight: Tensor | None = None) -> None:
-        """Accumulate ``grids (N, D, D, D)``, each with ``weight (N,)`` (default 1)."""
-        g = grids.detach().to("cpu", torch.float64)
-        if weight is None:
-            self.sum += g.sum(dim=0)
-            self.count += g.shape[0]
-        else:
-            w = weight.detach().to("cpu", torch.float64)
-            self.sum += torch.einsum("n,n...->...", w, g)
-            self.count += w.sum()
-
-    def update(self) -> None:
-        """The new template from the accumulated grids (kept when none came); resets the sums."""
-        if float(self.count) > 0:
-            self.occupancy = ((self.sum + 1.0) / (self.count + 2.0)).float()
-            self.ready = True
-        self.sum.zero_()
-        self.count.zero_()
+    def _take(self, total: Tensor, count: Tensor) -> None:
+        self.occupancy = ((total + 1.0) / (count + 2.0)).float()
 
     def nll(self, x: Tensor, group: CubeGroup) -> Tensor:
         """:func:`template_nll` of ``x`` under the current template."""
@@ -126,20 +162,6 @@ class OccupancyTemplate:
         if key not in self._turned:
             self._turned[key] = _turned_logits(self.occupancy.to(x.device, torch.float32), group)
         return _nll(x, *self._turned[key])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "sum": self.sum.clone(),
-            "count": self.count.clone(),
-            "occupancy": self.occupancy.clone(),
-            "ready": self.ready,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sum = state["sum"].clone()
-        self.count = state["count"].clone()
-        self.occupancy = state["occupancy"].clone()
-        self.ready = bool(state["ready"])
 
 
 def latent_nll(mu: Tensor, centre: Tensor) -> Tensor:
@@ -152,54 +174,20 @@ def latent_nll(mu: Tensor, centre: Tensor) -> Tensor:
     return 0.5 * (mu.float() - centre.to(mu.device, torch.float32)).pow(2).sum(dim=-1)
 
 
-class LatentTemplate:
-    """The running latent template: codes accumulate over an epoch, :meth:`update`
-    averages them into the centre ``c``.
+class LatentTemplate(_EpochMean):
+    """The running latent template: codes ``(N, Z)`` accumulate over an epoch,
+    :meth:`update` averages them into the centre ``c`` (:class:`_EpochMean` keeps the
+    sums)."""
 
-    As :class:`OccupancyTemplate`, the sums are plain attributes (``sum``, ``count``)
-    that processes of one distributed run add up before :meth:`update`; until an
-    update had codes to average it is not ``ready`` (and scores nothing).
-    """
+    _key = "centre"
 
     def __init__(self, latent: int) -> None:
-        self.sum = torch.zeros(latent, dtype=torch.float64)
-        self.count = torch.zeros((), dtype=torch.float64)
+        super().__init__((latent,))
         self.centre = torch.zeros(latent, dtype=torch.float32)
-        self.ready = False
 
-    def add(self, mu: Tensor, weight: Tensor | None = None) -> None:
-        """Accumulate codes ``mu (N, Z)``, each with ``weight (N,)`` (default 1)."""
-        m = mu.detach().to("cpu", torch.float64)
-        if weight is None:
-            self.sum += m.sum(dim=0)
-            self.count += m.shape[0]
-        else:
-            w = weight.detach().to("cpu", torch.float64)
-            self.sum += w @ m
-            self.count += w.sum()
-
-    def update(self) -> None:
-        """The new centre from the accumulated codes (kept when none came); resets the sums."""
-        if float(self.count) > 0:
-            self.centre = (self.sum / self.count).float()
-            self.ready = True
-        self.sum.zero_()
-        self.count.zero_()
+    def _take(self, total: Tensor, count: Tensor) -> None:
+        self.centre = (total / count).float()
 
     def nll(self, mu: Tensor) -> Tensor:
         """:func:`latent_nll` of ``mu (B, K, Z)`` under the current centre."""
         return latent_nll(mu, self.centre)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "sum": self.sum.clone(),
-            "count": self.count.clone(),
-            "centre": self.centre.clone(),
-            "ready": self.ready,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sum = state["sum"].clone()
-        self.count = state["count"].clone()
-        self.centre = state["centre"].clone()
-        self.ready = bool(state["ready"])
