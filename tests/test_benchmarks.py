@@ -128,26 +128,40 @@ def test_gpu_check_smoke_run_on_the_cpu(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_pose_counts_passes_from_its_options(tmp_path: Path) -> None:
-    steps, n = 2, 2
+    steps, n, top_k, cosets = 2, 2, 3, 1
     args = ["--epochs", "1", "--n-train", "16", "--n", str(n), "--steps", str(steps)]
+    args += ["--top-k", str(top_k), "--cosets", str(cosets), "--curve", "2:0,2:1"]
     out = _run("bench_pose.py", [*args, "--no-write"], tmp_path)
-    result = json.loads(out[: out.index("## Continuous pose")])["so3"]
+    printed = json.loads(out[: out.index("## Continuous pose")])
+    result = printed["so3"]
     grid1, refine = len(so3.so3_grid(1)), 2 * 27  # level 1, then 2 rounds of 27 neighbours
+
+    def grid_refine(k: int, c: int) -> int:  # grid, rounds, gradient; then the turns again
+        return grid1 + k * refine + steps + 1 + (24 + c * refine + steps + 1 if c else 0)
+
     forward = {  # scored grids: the starts, the refinement rounds, one per gradient step + 1
         "gradient": steps + 1,
         "cube-start": 24 + steps + 1,
-        "grid-refine": grid1 + 16 * refine + steps + 1,
-        "grid-refine, top_k 4": grid1 + 4 * refine + steps + 1,
+        "grid-refine": grid_refine(top_k, cosets),
     }
     assert set(result) == set(forward)
     for method, r in result.items():
-        assert (r["n"], r["backward_passes"], r["forward_passes"]) == (n, steps, forward[method])
+        backward = 2 * steps if method == "grid-refine" else steps
+        assert (r["n"], r["backward_passes"], r["forward_passes"]) == (n, backward, forward[method])
         assert 0 <= r["success_rate"] <= 1 and 0 <= r["median_error_deg"] <= 180
-    methods, grids = _printed_tables(out, "## Continuous pose")
+        assert 0 <= r["scored_at_most_truth"] <= 1
+    methods, curve, grids = _printed_tables(out, "## Continuous pose")
     rows = _by_first_column(methods)
     for method, r in result.items():
         assert rows[method]["forward / object"] == str(forward[method])
         assert rows[method]["success"] == f"{r['success_rate']:.2f}"
+        assert rows[method]["found ≤ truth"] == f"{r['scored_at_most_truth']:.2f}"
+    # The curve: one row per setting, in order of cost, each counted from its own options.
+    assert [(r["top_k"], r["cosets"]) for r in printed["curve"]] == [(2, 0), (2, 1)]
+    assert [[*r[:2], r[-2]] for r in curve[1]] == [
+        ["2", "0", str(grid_refine(2, 0))],
+        ["2", "1", str(grid_refine(2, 1))],
+    ]
     assert [r[:2] for r in grids[1]] == [["0", "24"], ["1", str(grid1)]]
 
 

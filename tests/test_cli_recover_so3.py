@@ -20,14 +20,15 @@ def test_recover_so3_merges_into_recover_json(
     assert main(["recover", str(run), "--n", "4"]) == 0  # the cube recovery first
     cube = runs.read_json(run / "recover.json")
     so3 = ["recover", str(run), "--rotations", "so3", "--n", "3", "--steps", "2"]
-    small = ["--top-k", "2", "--levels", "1"]
+    small = ["--top-k", "2", "--levels", "1", "--cosets", "1"]
     assert main([*so3, "--method", "gradient", "--method", "grid-refine", *small]) == 0
     out = runs.read_json(run / "recover.json")
     assert {k: v for k, v in out.items() if k != "so3"} == cube  # existing keys kept
     assert set(out["so3"]) == {"gradient", "grid-refine"}
     r = out["so3"]["grid-refine"]
     assert 0 <= r["success_rate"] <= 1 and r["n"] == 3
-    assert r["forward_passes"] == 96 + 2 * 27 + 3  # grid, one subdivision, steps + 1
+    # grid, one subdivision, steps + 1; then the 24 turns, one subdivision of the best one
+    assert r["forward_passes"] == 96 + 2 * 27 + 3 + 24 + 27 + 3
     assert "grid-refine" in capsys.readouterr().out
     assert main([*so3, "--method", "cube-start"]) == 0  # later methods are merged in
     assert set(runs.read_json(run / "recover.json")["so3"]) == {

@@ -14,6 +14,8 @@ import torch
 from orient3d import groups, pose, so3
 from orient3d.config import ModelConfig
 from orient3d.model import VAE
+from orient3d.search.continuous import _cube_turns
+from orient3d.search.poses import PoseSearch, search
 
 RES = 16
 
@@ -102,7 +104,7 @@ def test_methods_return_rotations_and_counts(
 ) -> None:
     model, x = trained
     model.train()
-    opts: dict[str, Any] = {"steps": 3, "grid_level": 0, "levels": 1, "top_k": 2}
+    opts: dict[str, Any] = {"steps": 3, "grid_level": 0, "levels": 1, "top_k": 2, "cosets": 0}
     res = pose.estimate_pose(model, x[:2], method, **opts)
     assert model.training and all(p.requires_grad for p in model.parameters())  # restored
     model.eval()
@@ -115,6 +117,34 @@ def test_methods_return_rotations_and_counts(
     # The reported score is that of the returned rotation.
     again = pose.pose_scores(model, x[:2], res.R[:, None])[:, 0]
     assert torch.allclose(again, res.score, rtol=1e-4, atol=1e-2)
+
+
+def test_cosets_search_again_and_never_do_worse(trained: tuple[VAE, torch.Tensor]) -> None:
+    model, x = trained
+    O = groups.cube_group()
+    R_true = so3.random_rotations(4, torch.Generator().manual_seed(3))
+    shown = (so3.resample(x[:4], R_true) > 0.5).float()
+    opts: dict[str, Any] = {"steps": 2, "grid_level": 0, "levels": 1, "top_k": 2}
+    plain = pose.estimate_pose(model, shown, "grid-refine", cosets=0, **opts)
+    both = pose.estimate_pose(model, shown, "grid-refine", cosets=3, **opts)
+    first = 24 + 2 * 27 + 3  # the grid, one round of 2 × 27 neighbours, 2 steps + 1
+    again = 24 + 3 * 27 + 3  # the 24 turns, one round of 3 × 27, 2 steps + 1
+    assert (plain.forward_passes, plain.backward_passes) == (first, 2)
+    assert (both.forward_passes, both.backward_passes) == (first + again, 4)
+    # The first pass is deterministic and kept unless the second scores better.
+    assert bool((both.score <= plain.score + 1e-4).all())
+    again_scores = pose.pose_scores(model, shown, both.R[:, None])[:, 0]
+    assert torch.allclose(again_scores, both.score, rtol=1e-4, atol=1e-2)
+    with pytest.raises(ValueError, match="cosets must be in 0..24"):
+        pose.estimate_pose(model, shown, "grid-refine", cosets=25, **opts)
+    # Started from a pose a cube turn away from the truth, the turns contain the truth.
+    g = torch.tensor([7, 13, 20, 3])
+    exact = groups.rotate(x[:4], O, g)
+    wrong = O.matrices.float()[g] @ O.matrices.float()[5].T  # (4, 3, 3)
+    found = search(model, exact, PoseSearch(grid_level=0, top_k=1, levels=0), _cube_turns(wrong))
+    stab = groups.stabilizer_mask(x[:4], O)
+    err = torch.rad2deg(pose.symmetric_error(found.pose.R, O.matrices.float()[g], stab))
+    assert bool((err < 1e-3).all()) and found.passes == 24, err
 
 
 def test_cube_start_finds_cube_rotations(trained: tuple[VAE, torch.Tensor]) -> None:
@@ -136,7 +166,7 @@ def test_recover_continuous_is_json_ready(trained: tuple[VAE, torch.Tensor]) -> 
     stab = groups.stabilizer_mask(x, groups.cube_group())
     out = pose.recover_continuous(
         model, x, stab, 3, ("gradient", "grid-refine"), torch.Generator().manual_seed(0),
-        steps=2, grid_level=0, levels=1, top_k=1,
+        steps=2, grid_level=0, levels=1, top_k=1, cosets=0,
     )  # fmt: skip
     assert set(out) == {"so3"} and set(out["so3"]) == {"gradient", "grid-refine"}
     row = json.loads(json.dumps(out))["so3"]["grid-refine"]

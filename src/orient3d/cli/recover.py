@@ -80,6 +80,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=PoseOptions.steps, help="so3 gradient")
     parser.add_argument("--top-k", type=int, default=PoseOptions.top_k, help="so3 grid")
     parser.add_argument("--levels", type=int, default=PoseOptions.levels, help="so3 grid")
+    parser.add_argument(
+        "--cosets",
+        type=int,
+        default=PoseOptions.cosets,
+        help="so3 grid: search again from the K best cube-group turns of the pose found (0: off)",
+    )
 
 
 def _so3(args: argparse.Namespace, model: VAE, test: VoxelSet, seed: int) -> dict[str, Any]:
@@ -102,6 +108,7 @@ def _so3(args: argparse.Namespace, model: VAE, test: VoxelSet, seed: int) -> dic
         steps=args.steps,
         top_k=args.top_k,
         levels=args.levels,
+        cosets=args.cosets,
     )["so3"]
     path = Path(args.run) / "recover.json"
     merged: dict[str, Any] = runs.read_json(path) if path.exists() else {}

@@ -50,6 +50,7 @@ from orient3d.experiments.common import (
 )
 from orient3d.experiments.spec import ExperimentSpec, RunSpec
 from orient3d.metrics.stats import mean_ci
+from orient3d.search.options import PoseOptions
 
 __all__ = ["KIND", "Options", "analyze", "answer", "summarize"]
 
@@ -67,9 +68,10 @@ class Options:
     n: int = 50  # rotated test objects per single run (at most the test split)
     methods: tuple[str, ...] = ("gradient", "cube-start", "grid-refine")
     threshold_deg: float = 10.0  # success: error below this, modulo symmetry
-    steps: int = 60  # gradient steps of every method
-    top_k: int = 16  # grid-refine: kept per level
-    levels: int = 2  # grid-refine: subdivision rounds
+    steps: int = PoseOptions.steps  # gradient steps of every method
+    top_k: int = PoseOptions.top_k  # grid-refine: kept per level
+    levels: int = PoseOptions.levels  # grid-refine: subdivision rounds
+    cosets: int = PoseOptions.cosets  # grid-refine: cube-group turns searched again
     radius_deg: float = 15.0  # consistency: the ball around one canonical rotation
 
 
@@ -104,6 +106,7 @@ def analyze(task: AnalysisTask) -> None:
             steps=o.steps,
             top_k=o.top_k,
             levels=o.levels,
+            cosets=o.cosets,
         )["so3"]
     elif cfg.train.mode == "continuous":
         R_true = so3_eval_rotations(len(test), cfg.seed)

@@ -14,7 +14,13 @@ Methods (one interface, :func:`estimate_pose`, dispatched through :data:`METHODS
 - ``grid-refine``: scores the SO(3) grid of ``grid_level`` (:func:`so3.so3_grid`),
   keeps the ``top_k`` best, then ``levels`` times scores the 27 neighbours of each
   kept rotation on the next finer lattice and keeps the ``top_k`` best again
-  (cryoDRGN's grid → top-K → subdivide); finally ``gradient`` from the best.
+  (cryoDRGN's grid → top-K → subdivide); then ``gradient`` from the best. With
+  ``cosets`` (default 4) it searches once more: the 24 cube-group turns ``R·M`` of
+  the pose found are scored, the ``cosets`` best go through the same subdivision
+  rounds and gradient, and the better of the two results is kept. Most failures
+  of the first pass land on such a turn of the truth (a 90° or 180° error, the
+  object nearly symmetric under it), a basin the coarse grid ranked too low;
+  BENCHMARKS.md, "Continuous pose", measures the gain.
 
 Cost counting, per object: one *forward* pass per scored grid (a candidate or a
 gradient step's evaluation); a gradient step also counts one *backward* pass,
@@ -128,16 +134,41 @@ def _cube_start(model: VAE, x: Tensor, opt: PoseOptions) -> PoseResult:
     return replace(res, forward_passes=res.forward_passes + g)
 
 
-def _grid_refine(model: VAE, x: Tensor, opt: PoseOptions) -> PoseResult:
-    """The coarse-to-fine search of :func:`orient3d.search.poses.search` (rotations only),
-    then ``gradient`` from its best rotation."""
+def _search_refine(model: VAE, x: Tensor, opt: PoseOptions, start: Pose | None) -> PoseResult:
+    """:func:`orient3d.search.poses.search` (from the coarse grid, or from ``start``) with
+    ``top_k`` kept per round, then ``gradient`` from its best rotation."""
     grid = PoseSearch(
         grid_level=opt.grid_level, top_k=opt.top_k, levels=opt.levels, chunk=opt.chunk
     )
-    found = search(model, x, grid)
+    found = search(model, x, grid, start)
     best = found.pose.R.clone().to(x.device, torch.float32)  # (B, 3, 3); clone: a normal tensor
     res = _refine(model, x, best, opt)
     return replace(res, forward_passes=res.forward_passes + found.passes)
+
+
+def _cube_turns(R: Tensor) -> Pose:
+    """``R (B, 3, 3)`` -> the 24 poses ``R·M`` for ``M`` in the cube group, ``(B, 24)``."""
+    M = groups.cube_group().matrices.to(R.device, torch.float32)  # (24, 3, 3)
+    turned = R[:, None] @ M[None]  # (B, 24, 3, 3)
+    b, g = turned.shape[:2]
+    return Pose(turned, turned.new_zeros(b, g, 3), turned.new_ones(b, g))
+
+
+def _grid_refine(model: VAE, x: Tensor, opt: PoseOptions) -> PoseResult:
+    """Coarse grid, subdivision rounds and gradient; then, with ``cosets``, the same
+    again from the best ``cosets`` of the 24 cube-group turns of the pose found, keeping
+    each object's better result (module docstring)."""
+    first = _search_refine(model, x, opt, None)
+    if opt.cosets == 0:
+        return first
+    again = _search_refine(model, x, replace(opt, top_k=opt.cosets), _cube_turns(first.R))
+    better = again.score < first.score  # (B,)
+    return PoseResult(
+        torch.where(better[:, None, None], again.R, first.R),
+        torch.where(better, again.score, first.score),
+        first.forward_passes + again.forward_passes,
+        first.backward_passes + again.backward_passes,
+    )
 
 
 METHODS: dict[str, Callable[[VAE, Tensor, PoseOptions], PoseResult]] = {
@@ -158,6 +189,7 @@ def estimate_pose(
     levels: int = PoseOptions.levels,
     grid_level: int = PoseOptions.grid_level,
     chunk: int = PoseOptions.chunk,
+    cosets: int = PoseOptions.cosets,
     generator: torch.Generator | None = None,
 ) -> PoseResult:
     """Estimate each object's rotation ``R`` (``x ≈ R·c``) with one of :data:`METHODS`.
@@ -166,7 +198,7 @@ def estimate_pose(
         model: a trained VAE; put in eval mode for the call, its parameters untouched.
         x: ``(B, D, D, D)`` grids (binary or soft).
         method: ``"gradient"``, ``"cube-start"`` or ``"grid-refine"``.
-        steps, lr, top_k, levels, grid_level, chunk: see :class:`PoseOptions`.
+        steps, lr, top_k, levels, grid_level, chunk, cosets: see :class:`PoseOptions`.
         generator: unused by the deterministic methods here (the score takes the
             encoder mean); accepted so that every method has one signature.
     """
@@ -175,7 +207,9 @@ def estimate_pose(
     if x.dim() != 4:
         raise ValueError(f"x must be (B, D, D, D), got {tuple(x.shape)}")
     del generator
-    opt = PoseOptions(steps, lr, top_k, levels, grid_level, chunk)
+    if not 0 <= cosets <= 24:
+        raise ValueError(f"cosets must be in 0..24 (cube-group turns kept), got {cosets}")
+    opt = PoseOptions(steps, lr, top_k, levels, grid_level, chunk, cosets)
     device = next(model.parameters()).device
     with frozen_eval(model):
         return METHODS[method](model, x.to(device, torch.float32), opt)

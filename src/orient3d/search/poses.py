@@ -146,10 +146,14 @@ def _coarse(x: Tensor, opt: PoseSearch) -> Pose:
     return _with_scales(base, torch.tensor(list(opt.scales), dtype=torch.float32))
 
 
-def search(model: VAE, x: Tensor, opt: PoseSearch) -> Found:
-    """The best pose of each grid ``x (B, D, D, D)``, coarse-to-fine (module docstring)."""
+def search(model: VAE, x: Tensor, opt: PoseSearch, start: Pose | None = None) -> Found:
+    """The best pose of each grid ``x (B, D, D, D)``, coarse-to-fine (module docstring).
+
+    ``start``: ``(B, K)`` candidate poses scored in place of the coarse grid (the
+    subdivision rounds then begin at ``grid_level + 1`` as usual).
+    """
     x = x.float()
-    cand = _coarse(x, opt)
+    cand = _coarse(x, opt) if start is None else start
     scores = score_poses(model, x, cand, opt).cpu()  # (B, N·S)
     passes = cand.shape[1]
     kept, ks = _keep(cand, scores, opt.top_k)
