@@ -44,7 +44,10 @@ def fake_run(
     (path / "config.toml").write_text(C.dumps(cfg))
     if results is not None:
         (path / "results.json").write_text(json.dumps(results))
-    lines = metrics if metrics is not None else [{"epoch": 1, "test_mse": 0.1}]
+    default: dict[str, Any] = {"epoch": 1, "test_mse": 0.1}
+    if results is not None and "test_iou" in results:  # validation as good as test, by default
+        default["val_iou"] = results["test_iou"]
+    lines = metrics if metrics is not None else [default]
     (path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
     for name, obj in (extra or {}).items():
         (path / name).write_text(json.dumps(obj))

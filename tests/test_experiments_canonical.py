@@ -93,6 +93,7 @@ def _fake(
                 "changed_frac": 0.1,
                 "score_gap_median": 30.0,
                 "cache_stale_probe": 0.25 if s == 0 else 0.0,
+                "val_iou": 0.5,
             },
             {"epoch": 3, "cache_stale_probe": 0.03},
         ]

@@ -222,6 +222,24 @@ def test_canonical_refuses_below_the_iou_floor(tmp_path: Path) -> None:
     assert "learned-strong_latent-32_seed-0 (0.2)" in summary["answers"][0]["answer"]
 
 
+def test_the_iou_floor_reads_the_validation_iou_of_the_selected_epoch(tmp_path: Path) -> None:
+    spec = _spec("canonical", {"model.latent": [32]}, {"search-hard": ["train.mode=search"]})
+    record = {"n_objects": 4, "global_consistency": 0.5, "pose_counts": [1.0] * 24}
+    val = {0: [0.2, 0.9, 0.3], 1: [0.95, 0.1, 0.1]}  # per epoch 1-3; best epoch 2 for both
+    test = {0: 0.95, 1: 0.2}  # the test IoU must not decide
+    for run in expand_runs(spec):
+        s = run.params["seed"]
+        res = _results(32, s, protocol="rotated+search") | {"best_epoch": 2, "test_iou": test[s]}
+        rows = [{"epoch": e + 1, "val_iou": v} for e, v in enumerate(val[s])]
+        fake_run(tmp_path / "runs" / run.name, run.config, res, metrics=rows,
+                 extra={"canonical_pose.json": record})  # fmt: skip
+    summary = run_experiment(spec, tmp_path)
+    assert list(summary["verdicts"].values()) == ["refused"]
+    sentence = summary["answers"][0]["answer"]
+    assert "(validation IoU of the selected epoch at least 0.5)" in sentence
+    assert "1 run(s) fell short: search-hard_latent-32_seed-1 (0.1)." in sentence, sentence
+
+
 def test_continuous_per_cell(tmp_path: Path) -> None:
     variants = {"single": ["train.mode=single"], "continuous": ["train.mode=continuous"]}
     spec = _spec("continuous", {"model.latent": LATENTS}, variants)

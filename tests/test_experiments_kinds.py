@@ -58,7 +58,7 @@ def test_search_modes_summary(tmp_path: Path) -> None:
         v, s = run.params["variant"], run.params["seed"]
         used, glob = shapes[v]
         proto = {"oracle": "as_stored", "augmented": "rotated"}.get(v, "rotated+search")
-        metrics = [{"epoch": e, "test_mse": 0.1 / e + 0.001 * s} for e in (1, 2, 3)]
+        metrics = [{"epoch": e, "test_mse": 0.1 / e + 0.001 * s, "val_iou": 0.7} for e in (1, 2, 3)]
         fake_run(
             tmp_path / "runs" / run.name,
             run.config,

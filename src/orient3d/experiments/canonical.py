@@ -80,7 +80,7 @@ class Options:
     n_objects: int = 0  # test objects measured (0: all)
     picture_per_class: int = 4  # objects per class in the first seed's picture (0: none)
     usage_min_frac: float = 0.01  # a pose is used when it takes this fraction of the objects
-    iou_floor: float = 0.5  # below this test IoU a model's poses mean nothing: verdict refused
+    iou_floor: float = 0.5  # below this validation IoU a model's poses mean nothing: refused
     # The grid cell each other cell's verdict is measured against, as "key=value" items
     # (e.g. ["search.template_weight=0.0"] for a lever study); empty: within each cell,
     # against its uniform-prior hard-choice setting.
@@ -317,7 +317,7 @@ TEXT = (
     "train modal share) with a 95% Wilson interval on the pooled counts of the seeds "
     "(objects as independent trials: the finite test set, not the spread between seeds); "
     "the rest: mean and 95% Student-t interval over seeds, n/a with one seed. A verdict is "
-    "refused when a measured model has test IoU below {floor:g}."
+    "refused when a measured model has validation IoU below {floor:g}."
 )
 
 

@@ -111,7 +111,7 @@ def cell_answer(
     consistency is at least 0.5 and its 95% Wilson interval (pooled objects of the
     seeds) lies above the reference's: the ``baseline`` cell ``(label, runs)`` when
     given, else the cell's uniform-prior setting (hard choice, or the first uniform
-    one). Refused: a compared model (or a baseline model) has test IoU below
+    one). Refused: a compared model (or a baseline model) has validation IoU below
     ``iou_floor``. Chance: 1/24, and the expected modal share of randomly posed
     objects.
     """

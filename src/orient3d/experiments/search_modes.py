@@ -10,8 +10,8 @@ protocol (single: as stored; augmented: rotated; search: rotated+search).
 
 Everything is per cell: variants are compared within one set of grid values
 (:func:`orient3d.experiments.cells.cells`), never pooled across grid values. A
-verdict is refused when a model behind it reconstructs too poorly (test IoU below
-``iou_floor``): the poses of a model that does not reconstruct say nothing.
+verdict is refused when a model behind it reconstructs too poorly (validation IoU of
+its selected epoch below ``iou_floor``): the poses of a model that does not reconstruct say nothing.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Options:
     n_objects: int = 32  # test objects shown in all 24 poses for consistency and usage
     picture_objects: int = 6  # objects in each model's picture (first seed; 0: none)
     usage_min_frac: float = 0.01  # a pose is used when it takes this fraction of the views
-    iou_floor: float = 0.5  # below this test IoU a model's poses mean nothing: verdict refused
+    iou_floor: float = 0.5  # below this validation IoU a model's poses mean nothing: refused
 
 
 def variant_of(r: RunRecord) -> str:
@@ -149,7 +149,7 @@ def cell_answer(groups: dict[str, list[RunRecord]], iou_floor: float = 0.5) -> t
     Partly: its mean lies above the augmented model's and its interval above
     chance (the expected share of the modal pose among randomly posed objects),
     but the intervals overlap. Not shown: otherwise. Refused: a model behind the
-    verdict (search variants, oracle, augmented) has test IoU below ``iou_floor``.
+    verdict (search variants, oracle, augmented) has validation IoU below ``iou_floor``.
     """
     groups = {k: v for k, v in groups.items() if any("canonical" in r.extra for r in v)}
     search = {k: v for k, v in groups.items() if v[0].config.train.mode == "search"}
@@ -310,7 +310,7 @@ def summarize(
             "Consistencies: share over the cell's seeds with a 95% Wilson interval on the "
             "pooled objects (objects of every seed as independent trials: the finite test "
             "set, not the spread between seeds); the rest: mean and Student-t interval. "
-            f"A verdict is refused when a model behind it has test IoU below "
+            f"A verdict is refused when a model behind it has validation IoU below "
             f"{options.iou_floor:g}.",
             [
                 *cols,
