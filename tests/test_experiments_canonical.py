@@ -342,6 +342,32 @@ def test_latent_template_lever_can_take_over_the_template_levers_plain_runs() ->
     }
 
 
+def test_beta_and_width_lever_reuses_the_latent_levers_plain_runs() -> None:
+    from orient3d.config import config_differences
+    from orient3d.experiments import load_spec
+
+    levers = Path(__file__).resolve().parents[1] / "configs" / "reference" / "levers"
+    spec = load_spec(levers / "capacity_beta_width.toml")
+    assert spec.reuse == ("../lever_latent",)
+    ours = {r.name: r for r in expand_runs(spec)}
+    latent = {r.name: r for r in expand_runs(load_spec(levers / "template_latent.toml"))}
+    plain = [n for n in ours if n.startswith("search-hard_seed-")]
+    assert len(plain) >= 3 and len(ours) == 4 * len(plain)
+    for name in plain:  # same name, same config: the finished runs are taken over
+        assert config_differences(latent[name].config, ours[name].config) == []
+    changed = {  # each other variant differs from plain search-hard in its lever alone
+        n.rsplit("_seed-", 1)[0]: config_differences(ours[n].config, ours[plain[0]].config)
+        for n in ours
+        if n not in plain and n.endswith("_seed-0")
+    }
+    assert changed == {
+        "beta-0.25": ["model.beta"],
+        "beta-4": ["model.beta"],
+        "width-8": ["model.width"],
+    }, changed
+    assert {r.config.search.prior for r in ours.values()} == {"uniform"}  # no ground truth
+
+
 def test_unseen_classes_are_reported_apart_from_the_trained_ones(tmp_path: Path) -> None:
     base = {**BASE, "data": {**BASE["data"], "unseen_classes": ["lamp"]}}
     spec = spec_from_dict(

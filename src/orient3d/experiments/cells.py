@@ -45,13 +45,13 @@ __all__ = [
     "grid_keys",
     "iou_cell",
     "iou_shortfalls",
-    "val_iou",
     "iou_text",
     "lever_figure",
     "param",
     "per_class_iou_section",
     "prop_cell",
     "refusal",
+    "val_iou",
 ]
 
 SEED = "seed"
