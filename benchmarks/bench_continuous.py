@@ -19,13 +19,13 @@ Replaces only the "## Continuous search training" section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from _machine import machine_line
 from _sections import write_section
 from _side_by_side import Run, make_run, train_epoch
 from orient3d.data import VoxelSet, train_test
@@ -128,7 +128,7 @@ def markdown(args: argparse.Namespace, rows: list[str], runs: dict[str, Run], t:
             f"`python benchmarks/bench_continuous.py --epochs {args.epochs} --n-train "
             f"{args.n_train} --warmup {args.warmup}`, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            f"{platform.machine()}, torch threads {args.threads}, torch {torch.__version__}; "
+            f"{machine_line()}, torch threads {args.threads}, torch {torch.__version__}; "
             f"{t:.0f} s in all. 16³ procedural data ({args.n_train} train / {args.n_test} test), "
             "width 16, latent 16, batch 32, Adam 2e-3 constant, fp32; every variant from the "
             f"same initial weights and data order, {args.epochs} epochs interleaved, "

@@ -14,8 +14,6 @@ with a trivial stabilizer in O.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _machine import machine_line
 from _sections import write_section
 from orient3d.data import generate, load_dataset
 from orient3d.data.arrays import trivial_fraction
@@ -102,7 +101,7 @@ def to_markdown(rows: list[tuple[str, str]], fractions: dict[str, dict[str, floa
         "## Data",
         "",
         f"`python benchmarks/bench_data.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{machine_line()}, "
         f"torch threads {torch.get_num_threads()}, Python {sys.version.split()[0]}, "
         f"torch {torch.__version__}.",
         "",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from _machine import machine_line
 from _sections import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def count_runs(out: Path) -> dict[str, int]:
     }
 
 
-def section(wall: float, out: Path, workers: int, tiny: bool, load: float) -> str:
+def section(wall: float, out: Path, workers: int, tiny: bool, machine: str) -> str:
     cmd = f"orient3d demo --workers {workers}" + (" --tiny" if tiny else "")
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     runs = count_runs(out)
@@ -77,9 +77,8 @@ def section(wall: float, out: Path, workers: int, tiny: bool, load: float) -> st
         HEADING,
         "",
         f"`python benchmarks/bench_demo.py --workers {workers}{' --tiny' if tiny else ''}` "
-        f"(runs `{cmd}` from scratch), {when}, {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"load average {load:.1f} at the start (the machine is shared), Python "
-        f"{platform.python_version()}, torch {torch.__version__}.",
+        f"(runs `{cmd}` from scratch), {when}, {machine} at the start (the machine is "
+        f"shared), Python {platform.python_version()}, torch {torch.__version__}.",
         "",
         "| part | runs | wall time |",
         "| --- | --- | --- |",
@@ -100,11 +99,12 @@ def main() -> None:
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--no-write", action="store_true", help="print instead of editing the file")
     args = p.parse_args()
-    load = os.getloadavg()[0]
+    machine = machine_line()
+    print(machine)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "demo"
         wall, _ = run(out, args.workers, args.tiny)
-        text = section(wall, out, args.workers, args.tiny, load)
+        text = section(wall, out, args.workers, args.tiny, machine)
     print(text)
     if not args.no_write:
         write_section(text)

@@ -28,7 +28,6 @@ import argparse
 import csv
 import itertools
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 import trimesh
 from scipy.spatial.transform import Rotation
 
+from _machine import machine_line
 from _sections import write_section
 from orient3d.data.files import load_file, read_mesh, voxelize_trimesh
 from orient3d.devices import tune_allocator
@@ -224,7 +224,7 @@ def main() -> int:
     )
     m = args.loaded
     head = (
-        f"`{cmd}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
+        f"`{cmd}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine_line()}, "
         f"torch threads {args.threads}, torch {torch.__version__}, load average "
         f"{os.getloadavg()[0]:.1f} at the end (a shared machine: files/s are lower bounds); "
         f"{time.perf_counter() - t0:.0f} s in all. Model: {m.name} ({res}³, mode {m.mode}), "

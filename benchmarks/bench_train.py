@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from _machine import machine_line
 from _sections import write_section
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet
@@ -171,8 +171,9 @@ def render(rows: list[dict[str, Any]], q: dict[str, dict[str, float]], args: Any
         "",
         f"`python benchmarks/bench_train.py --repeats {args.repeats} --budget {args.budget:g} "
         f"--total {args.total:g}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} CPUs "
-        f"shared with other jobs, torch {torch.__version__}, tuned allocator (mallopt), the "
+        f"{machine_line()} (torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}), shared with other jobs, torch "
+        f"{torch.__version__}, tuned allocator (mallopt), the "
         "training loop's own step (`train._step`: rotation-free single mode, Adam, clipping), "
         "default model (width 32), batch 64, Z = 32, channels_last_3d. Medians of up to "
         f"{args.repeats} interleaved repeats (n), one subprocess each, at least {args.budget:g} s "
