@@ -121,6 +121,39 @@ def test_the_staleness_probe_measures_the_cache_and_refreshes_it_when_stale() ->
     assert same_voxels(objs.stabilizers, o, mode.poses[:, 0], right).all()
 
 
+def test_with_proposals_staleness_compares_the_choice_a_cache_hit_trains_on() -> None:
+    o = cube_group()
+    objs = make_objects(6)
+    cfg = _cfg(
+        "search.cache=true", "search.refresh_every=8", "search.proposals=2", "search.stale_probe=6"
+    )
+    cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, refresh_frac=0.0))
+    mode = SearchMode(cfg, objs, torch.Generator())
+    model = tiny_model()
+    x, g, idx = _batch(6)
+    mode.start_epoch(model, 1)
+    mode.prepare(model, x, g, idx, 1)
+    mode.end_epoch(1)
+    best = mode.poses[:, 0].clone()
+    wrong = o.table[best, 1]  # a quarter turn away (the objects are asymmetric)
+    # The best pose second in the cache: a hit re-scores both and trains on it, so the
+    # cache is not stale although its first entry is.
+    mode.poses[:, 0], mode.poses[:, 1] = wrong, best
+    mode.start_epoch(model, 2)
+    prep = mode.prepare(model, x, g, idx, 2)
+    stats = mode.end_epoch(2)
+    assert stats["cache_stale_probe"] == 0.0 and not stats["cache_refreshed"]
+    assert stats["cache_hit_frac"] == 1.0
+    assert prep.choice is not None
+    assert torch.equal(prep.choice, score_orientations(model, x, o).argmin(dim=1))
+    # Neither cached pose the best: every probed choice is stale, the epoch re-searches.
+    mode.poses[:, 0], mode.poses[:, 1] = wrong, o.table[best, 2]
+    mode.start_epoch(model, 3)
+    mode.prepare(model, x, g, idx, 3)
+    stats = mode.end_epoch(3)
+    assert stats["cache_stale_probe"] == 1.0 and stats["cache_refreshed"]
+
+
 def test_cache_with_proposals_rescores_only_those() -> None:
     objs = make_objects(4)
     cfg = _cfg(

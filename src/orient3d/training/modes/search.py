@@ -60,7 +60,9 @@ epoch, after some of its steps trained on cached poses. So at the start of every
 search epoch that would train on the cache, a fixed-size random sample of cached
 objects is searched afresh in its stored pose (the same score: the model, with any
 template and prior) before any step: ``cache_stale_probe`` is the share of those
-whose choice would change (over ``cache_stale_probe_n`` objects). Above
+whose choice would change (over ``cache_stale_probe_n`` objects). With ``proposals``
+above 1 the cached choice compared is the one a cache hit trains on: the best of
+the object's cached poses re-scored by the current model (so is ``cache_stale_frac``). Above
 ``max_stale`` the whole epoch re-searches every object, so an epoch trains on a
 cache only when its measured staleness is at most ``max_stale``. The sample is drawn
 from the run's seed and the epoch alone, so all processes of a distributed run
@@ -253,9 +255,10 @@ class SearchMode:
         # counted once, apart from the per-step rows summed over ranks
         self.probe_rows = o.numel() * len(self.group)
         scores = self._with_template(*self._score(model, x, count=False), x, None)
-        r = self._with_prior(scores, None, self.from_o[ident], o).argmin(dim=1)
-        h = canonical_pose(r, self.from_o[ident], self.group)
-        same = same_voxels(self.stab[o], self.group, h, self.poses[o, 0])
+        scores = self._with_prior(scores, None, self.from_o[ident], o)
+        h = canonical_pose(scores.argmin(dim=1), self.from_o[ident], self.group)
+        used = self._cached_choice(o, self.from_o[ident], scores)
+        same = same_voxels(self.stab[o], self.group, h, used)
         self.probe, self.probe_n = float((~same).float().mean()), int(o.numel())
         if self.probe > self.cfg.max_stale:
             self.refresh_from, self.refreshed = self.k, True
@@ -320,13 +323,30 @@ class SearchMode:
         scale = self.temperature if self.cfg.choice == "soft" else 1.0
         return scores - scale * self.cfg.prior_weight * self.prior.log_prob(h, self.labels[idx])
 
-    def _count_stale(self, objs: Tensor, fresh_h: Tensor) -> None:
-        """Compare fresh choices ``h (b,)`` of ``objs`` with their current cache entries."""
+    def _cached_choice(self, objs: Tensor, g: Tensor, scores: Tensor) -> Tensor:
+        """``(b,)`` the canonical pose a cache hit of ``objs`` would train on, given the
+        current model's ``scores (b, G)`` of the objects shown turned by ``g (b,)``.
+
+        With one cached pose that is the pose itself; with ``P > 1`` a hit re-scores the
+        ``P`` cached poses and takes the best, so staleness compares that choice (the one
+        trained on), not the first cached pose, with a fresh search.
+        """
+        cached = self.poses[objs]  # (b, P)
+        if cached.shape[1] == 1:
+            return cached[:, 0]
+        r = choice_from_pose(cached, g[:, None], self.group)  # (b, P) elements as shown
+        best = scores.gather(1, r).argmin(dim=1, keepdim=True)  # (b, 1)
+        return cached.gather(1, best)[:, 0]
+
+    def _count_stale(self, objs: Tensor, fresh_h: Tensor, g: Tensor, scores: Tensor) -> None:
+        """Compare fresh choices ``h (b,)`` of ``objs`` (shown turned by ``g``, scored
+        ``scores (b, G)``) with what their current cache entries would train on."""
         current = (self.searched_at[objs] >= 0) & (self.searched_at[objs] >= self.refresh_from)
         if not bool(current.any()):
             return
         o = objs[current]
-        same = same_voxels(self.stab[o], self.group, fresh_h[current], self.poses[o, 0])
+        used = self._cached_choice(o, g[current], scores[current])
+        same = same_voxels(self.stab[o], self.group, fresh_h[current], used)
         self.stale_checked += int(o.numel())
         self.stale_found += int((~same).sum())
         too_stale = self.stale_found > self.cfg.max_stale * self.stale_checked
@@ -374,7 +394,7 @@ class SearchMode:
             elems[need], scores[need] = r[:, :p], s[:, :p]
             fresh = canonical_pose(r[:, :p], g[need][:, None], self.group)  # (b', P)
             if self.cfg.cache:
-                self._count_stale(idx[need], fresh[:, 0])
+                self._count_stale(idx[need], fresh[:, 0], g[need], full)
             self.poses[idx[need]] = fresh
             self.searched_at[idx[need]] = self.k
         missing = self.searched_at[idx] < 0
