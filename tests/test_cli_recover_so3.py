@@ -29,7 +29,10 @@ def test_recover_so3_merges_into_recover_json(
     assert 0 <= r["success_rate"] <= 1 and r["n"] == 3
     # grid, one subdivision, steps + 1; then the 24 turns, one subdivision of the best one
     assert r["forward_passes"] == 96 + 2 * 27 + 3 + 24 + 27 + 3
-    assert "grid-refine" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    row = next(line.split() for line in printed.splitlines() if line.startswith("grid-refine"))
+    assert "found<=truth" in printed
+    assert row[1:3] == [f"{r['success_rate']:.2f}", f"{r['scored_at_most_truth']:.2f}"]
     assert main([*so3, "--method", "cube-start"]) == 0  # later methods are merged in
     assert set(runs.read_json(run / "recover.json")["so3"]) == {
         "gradient",

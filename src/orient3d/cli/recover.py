@@ -120,11 +120,12 @@ def _so3(args: argparse.Namespace, model: VAE, test: VoxelSet, seed: int) -> dic
 
 def so3_table(result: dict[str, Any]) -> str:
     """A plain-text table of ``{method: summary}`` from :func:`pose_eval.recover_continuous`."""
-    lines = [f"{'method':<12} {'success':>8} {'median err':>11} {'fwd/obj':>8} {'seconds':>8}"]
+    head = f"{'method':<12} {'success':>8} {'found<=truth':>12} {'median err':>11}"
+    lines = [f"{head} {'fwd/obj':>8} {'seconds':>8}"]
     for m, r in result.items():
         lines.append(
-            f"{m:<12} {r['success_rate']:>8.2f} {r['median_error_deg']:>10.1f}° "
-            f"{r['forward_passes']:>8d} {r['seconds']:>8.1f}"
+            f"{m:<12} {r['success_rate']:>8.2f} {r['scored_at_most_truth']:>12.2f} "
+            f"{r['median_error_deg']:>10.1f}° {r['forward_passes']:>8d} {r['seconds']:>8.1f}"
         )
     return "\n".join(lines)
 
