@@ -52,14 +52,12 @@ def test_pose_record_known_answers() -> None:
     rec = K.pose_record(h, _asymmetric(6), labels, ("a", "b"), min_frac=0.0)
     assert rec["global_consistency"] == pytest.approx(0.5)
     assert rec["class_consistency"] == pytest.approx((1 + 2 / 3) / 2)
-    assert rec["per_class"]["a"] == {
-        "consistency": 1.0,
-        "modal_pose": IDENTITY,
-        "n": 3,
-        "upright": 1.0,
-    }
+    a = dict(rec["per_class"]["a"])
+    np.testing.assert_allclose(a.pop("up_counts"), [0, 0, 0, 0, 3, 0])  # all three up at +z
+    assert a == {"consistency": 1.0, "modal_pose": IDENTITY, "n": 3, "upright": 1.0}
     assert rec["per_class"]["b"]["modal_pose"] == UP_TO_Y
     assert rec["per_class"]["b"]["upright"] == pytest.approx(1 / 3)
+    np.testing.assert_allclose(rec["per_class"]["b"]["up_counts"], [0, 0, 2, 0, 1, 0])
     assert rec["n_used"] == 3 and rec["upright"] == pytest.approx(4 / 6)
     assert rec["upright_chance"] == pytest.approx(1 / 6)
 
@@ -382,11 +380,15 @@ def test_unseen_classes_are_reported_apart_from_the_trained_ones(tmp_path: Path)
     records = []
     for run in expand_runs(spec):
         seed = run.params["seed"]
+        up = np.eye(6)  # up counts over ±x, ±y, ±z; the trained classes' modal up: +y
         per_class = {  # lamp: unseen; chair and bed: trained
-            "lamp": {"consistency": 0.5, "modal_pose": 0, "n": 10, "upright": 0.2 + 0.2 * seed},
-            "chair": {"consistency": 1.0, "modal_pose": 0, "n": 10, "upright": 1.0},
-            "bed": {"consistency": 0.8, "modal_pose": 0, "n": 30, "upright": 0.6},
-        }
+            "lamp": {"consistency": 0.5, "modal_pose": 0, "n": 10, "upright": 0.2 + 0.2 * seed,
+                     "up_counts": ((7 - seed) * up[2] + (3 + seed) * up[4]).tolist()},
+            "chair": {"consistency": 1.0, "modal_pose": 0, "n": 10, "upright": 1.0,
+                      "up_counts": (10 * up[4]).tolist()},
+            "bed": {"consistency": 0.8, "modal_pose": 0, "n": 30, "upright": 0.6,
+                    "up_counts": (30 * up[2]).tolist()},
+        }  # fmt: skip
         record = {
             "n_objects": 50,
             "global_consistency": 0.3,
@@ -410,6 +412,9 @@ def test_unseen_classes_are_reported_apart_from_the_trained_ones(tmp_path: Path)
     assert get["upright, unseen"]["mean"] == pytest.approx((2 + 4) / 20)  # 0.2·10 + 0.4·10
     assert get["upright, trained"]["mean"] == pytest.approx(2 * (10 + 18) / 80)
     assert get["class consistency, trained"]["mean"] == pytest.approx(2 * (10 + 24) / 80)
+    # Lamps whose up is the trained classes' modal up (+y, of 30 beds against 10 chairs):
+    # 7 of 10, then 6 of 10; not +z, where the stored frame has it.
+    assert get["up shared with trained, unseen"]["mean"] == pytest.approx(13 / 20)
     lamp = get["upright: lamp"]  # 6 of 20 lamps upright over the 2 seeds
     assert lamp["mean"] == pytest.approx(0.3) and lamp["lo"] < 0.3 < lamp["hi"]
 

@@ -61,6 +61,12 @@ def test_identity_and_perfect_canonicalizers_score_one() -> None:
     assert res["per_class"] == {0: 0.5, 1: 0.0}
     assert res["up_consistency"] == pytest.approx(0.8)  # four of five have up at -z
     assert DIRECTIONS[int(np.argmax(res["up_counts"]))] == "-z"
+    # Per class: class 0 has one up at +z and one at -z, class 1 all three at -z.
+    plus_z, minus_z = DIRECTIONS.index("+z"), DIRECTIONS.index("-z")
+    want = {0: np.eye(6)[plus_z] + np.eye(6)[minus_z], 1: 3 * np.eye(6)[minus_z]}
+    assert set(res["per_class_up_counts"]) == {0, 1}
+    for c, counts in want.items():
+        np.testing.assert_allclose(res["per_class_up_counts"][c], counts)
 
 
 def test_symmetry_counts_an_upside_down_symmetric_object_upright() -> None:
@@ -71,6 +77,9 @@ def test_symmetry_counts_an_upside_down_symmetric_object_upright() -> None:
     res = upright_agreement(np.array([hx]), stab, O)
     assert res["upright"] == 1.0
     assert res["chance"] == pytest.approx(1 / 3)  # up goes to ±z for 8 of 24 poses
+    # Its unit weight is shared by the two directions its coset sends up to.
+    per = upright_agreement(np.array([hx]), stab, O, labels=[7])["per_class_up_counts"][7]
+    np.testing.assert_allclose(per, [0, 0, 0, 0, 0.5, 0.5])
 
 
 def test_random_poses_match_chance_and_views_are_items() -> None:

@@ -246,6 +246,23 @@ def _class_share(runs: Sequence[RunRecord], names: set[str], key: str) -> dict[s
     return prop_cell(fractions, counts)
 
 
+def _shared_up(runs: Sequence[RunRecord], names: set[str], seen: set[str]) -> dict[str, Any]:
+    """The share of the objects of the classes ``names`` whose up lands on the trained
+    classes' (``seen``) most common up direction, in the model's own frame (no stored
+    frame); per run, then pooled over the seeds with a Wilson interval."""
+    fractions, counts = [], []
+    for r in runs:
+        per = r.extra.get("canonical_pose", {}).get("per_class", {})
+        if not all(per.get(c, {}).get("up_counts") is not None for c in names | seen):
+            continue
+        modal = int(np.argmax(np.sum([per[c]["up_counts"] for c in seen if c in per], axis=0)))
+        n = sum(int(per[c]["n"]) for c in names if c in per)
+        if n:
+            fractions.append(sum(float(per[c]["up_counts"][modal]) for c in names if c in per) / n)
+            counts.append(float(n))
+    return prop_cell(fractions, counts)
+
+
 def _unseen_section(grid: Sequence[Cell], keys: Sequence[str]) -> dict[str, Any] | None:
     """Upright agreement and class consistency on the classes a model never saw
     (``data.unseen_classes``) beside those it trained on; None without unseen classes."""
@@ -267,6 +284,7 @@ def _unseen_section(grid: Sequence[Cell], keys: Sequence[str]) -> dict[str, Any]
                     ", ".join(sorted(hidden)) or "none",
                     _class_share(rs, hidden, "upright"),
                     _class_share(rs, seen, "upright"),
+                    _shared_up(rs, hidden, seen),
                     _class_share(rs, hidden, "consistency"),
                     _class_share(rs, seen, "consistency"),
                     *per,
@@ -276,15 +294,19 @@ def _unseen_section(grid: Sequence[Cell], keys: Sequence[str]) -> dict[str, Any]
         "Classes the model never saw",
         "Test objects of the classes left out of training and validation "
         "(data.unseen_classes) against those of the trained classes: upright agreement "
-        "(the canonical frame keeps +z up) and class consistency (share in the class's "
-        "modal pose), each pooled over the classes' objects and the seeds with a 95% Wilson "
-        "interval; then upright agreement per unseen class.",
+        "(the canonical frame keeps +z up); up shared with the trained classes (the share "
+        "of unseen objects whose up lands on the trained objects' most common up direction "
+        "in the model's own frame: a model without ground truth can find a shared up, not "
+        "the dataset's +z); and class consistency (share in the class's modal pose), each "
+        "pooled over the classes' objects and the seeds with a 95% Wilson interval; then "
+        "upright agreement per unseen class.",
         [
             "setting",
             *grid_columns(keys),
             "unseen classes",
             "upright, unseen",
             "upright, trained",
+            "up shared with trained, unseen",
             "class consistency, unseen",
             "class consistency, trained",
             *(f"upright: {c}" for c in unseen),

@@ -54,6 +54,7 @@ def pose_record(
                 "modal_pose": r["modal_pose"],
                 "n": r["n"],
                 "upright": up["per_class"][c],
+                "up_counts": up["per_class_up_counts"][c],
             }
             for c, r in cls["per_class"].items()
         },

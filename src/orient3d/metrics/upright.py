@@ -60,7 +60,8 @@ def upright_agreement(
     Returns:
         ``upright`` (fraction), ``chance``, ``per_object`` ``(N,)`` or ``(N, V)``
         bool, ``up_counts`` ``(6,)`` over :data:`DIRECTIONS`, ``up_consistency``
-        (largest share of ``up_counts``), ``per_class`` ``{label: fraction}``.
+        (largest share of ``up_counts``), ``per_class`` ``{label: fraction}`` and
+        ``per_class_up_counts`` ``{label: (6,)}`` (``up_counts`` of the class's objects).
     """
     h = check_indices("canon", to_numpy(canon), len(group))
     if h.ndim not in (1, 2):
@@ -72,7 +73,8 @@ def upright_agreement(
     dirs = direction_index(group)
     onehot = np.eye(len(DIRECTIONS))[dirs]  # (G, 6)
     reach = (uses.reshape(-1, len(group)).astype(np.float64) @ onehot) > 0  # (items, 6)
-    up_counts = (reach / reach.sum(axis=1, keepdims=True)).sum(axis=0)
+    spread = reach / reach.sum(axis=1, keepdims=True)  # (items, 6): each item's unit weight
+    up_counts = spread.sum(axis=0)
     all_poses = np.broadcast_to(np.arange(len(group)), (h.shape[0], len(group)))
     meets = (coset_mask(all_poses, stab, group) & up).any(axis=-1)  # (N, G)
     out: dict[str, Any] = {
@@ -82,10 +84,14 @@ def upright_agreement(
         "up_counts": up_counts,
         "up_consistency": float(up_counts.max() / up_counts.sum()) if h.size else float("nan"),
         "per_class": {},
+        "per_class_up_counts": {},
     }
     if labels is not None:
         lab = to_numpy(labels).reshape(-1)
         if lab.shape[0] != h.shape[0]:
             raise ValueError(f"labels must have length {h.shape[0]}, got {lab.shape[0]}")
-        out["per_class"] = {c: float(per_object[lab == c].mean()) for c in np.unique(lab).tolist()}
+        per_obj = spread.reshape(h.shape[0], -1, len(DIRECTIONS)).sum(axis=1)  # (N, 6)
+        for c in np.unique(lab).tolist():
+            out["per_class"][c] = float(per_object[lab == c].mean())
+            out["per_class_up_counts"][c] = per_obj[lab == c].sum(axis=0)
     return out
