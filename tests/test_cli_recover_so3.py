@@ -41,3 +41,20 @@ def test_recover_so3_merges_into_recover_json(
     }
     assert main(["recover", str(run), "--n", "4"]) == 0  # the cube path keeps "so3"
     assert "so3" in runs.read_json(run / "recover.json")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--cosets", "25", "--cosets: 25 is invalid, must be in 0..24"),
+        ("--top-k", "0", "--top-k: 0 is invalid, must be >= 1"),
+        ("--levels", "-1", "--levels: -1 is invalid, must be >= 0"),
+    ],
+)
+def test_bad_so3_options_are_refused_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    missing = tmp_path / "no_such_run"  # refused on the option, before the run is read
+    assert main(["recover", str(missing), "--rotations", "so3", flag, value]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "no_such_run" not in err

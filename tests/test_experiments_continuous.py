@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from orient3d.errors import ConfigError
 from orient3d.experiments import continuous as EC
 from orient3d.experiments import expand_runs, run_experiment, spec_from_dict
 from test_experiments import BASE, fake_run
@@ -102,3 +103,20 @@ def test_shipped_config_loads() -> None:
     spec = load_spec(Path(__file__).resolve().parents[1] / "configs" / "continuous.toml")
     runs = {r.name: r.config.train.mode for r in expand_runs(spec)}
     assert spec.kind == "continuous" and set(runs.values()) == {"single", "continuous"}
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [({"cosets": 25}, "options.cosets: 25 is invalid"), ({"top_k": 0}, "options.top_k must")],
+)
+def test_pose_search_options_are_refused_before_training(
+    tmp_path: Path, option: dict[str, int], message: str
+) -> None:
+    base = {"data": {"res": 16, "n_train": 16, "n_test": 4}, "model": {"width": 4, "latent": 4}}
+    spec = spec_from_dict(
+        {"name": "c", "kind": "continuous", "seeds": [0], "base": base, "variants": VARIANTS,
+         "options": option}
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(spec, tmp_path)
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orient3d.errors import ConfigError
 from orient3d.experiments.cells import (
     Cell,
     cells,
@@ -329,8 +330,16 @@ def _lever(
 
 
 def check(spec: ExperimentSpec, options: Options) -> None:
-    """Refuse grid modes other than single and continuous (nothing is measured for them)."""
+    """Refuse grid modes other than single and continuous (nothing is measured for them),
+    and pose-search options the search would refuse after training."""
     check_grid_values(spec, "train.mode", ("single", "continuous"), "continuous")
+    if not 0 <= options.cosets <= 24:
+        raise ConfigError(f"options.cosets: {options.cosets} is invalid, must be in 0..24")
+    if options.top_k < 1 or options.levels < 0 or options.steps < 0:
+        raise ConfigError(
+            "options.top_k must be >= 1, options.levels and options.steps >= 0; got "
+            f"{options.top_k}, {options.levels}, {options.steps}"
+        )
 
 
 def _wants(run: RunSpec, options: Options) -> bool:
