@@ -107,7 +107,10 @@ def test_shipped_config_loads() -> None:
 
 @pytest.mark.parametrize(
     ("option", "message"),
-    [({"cosets": 25}, "options.cosets: 25 is invalid"), ({"top_k": 0}, "options.top_k must")],
+    [
+        ({"cosets": 25}, "options.cosets: 25 is invalid, must be in 0..24"),
+        ({"top_k": 0}, "options.top_k: 0 is invalid, must be >= 1"),
+    ],
 )
 def test_pose_search_options_are_refused_before_training(
     tmp_path: Path, option: dict[str, int], message: str

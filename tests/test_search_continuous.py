@@ -135,7 +135,7 @@ def test_cosets_search_again_and_never_do_worse(trained: tuple[VAE, torch.Tensor
     assert bool((both.score <= plain.score + 1e-4).all())
     again_scores = pose.pose_scores(model, shown, both.R[:, None])[:, 0]
     assert torch.allclose(again_scores, both.score, rtol=1e-4, atol=1e-2)
-    with pytest.raises(ValueError, match="cosets must be in 0..24"):
+    with pytest.raises(ValueError, match="cosets: 25 is invalid, must be in 0..24"):
         pose.estimate_pose(model, shown, "grid-refine", cosets=25, **opts)
     # Started from a pose a cube turn away from the truth, the turns contain the truth.
     g = torch.tensor([7, 13, 20, 3])

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from orient3d.errors import ConfigError, RunError
 from orient3d.rundir import runs
-from orient3d.search.options import METHOD_NAMES, PoseOptions
+from orient3d.search.options import METHOD_NAMES, PoseOptions, check_search_options
 
 if TYPE_CHECKING:  # main imports the heavy code
     from orient3d.config import Config
@@ -171,21 +171,12 @@ def _check_proposals(args: argparse.Namespace, cfg: Config) -> None:
         )
 
 
-def _check_so3(args: argparse.Namespace) -> None:
-    """The continuous search's options, before any model loads."""
-    for flag, value, low in (("--steps", args.steps, 0), ("--top-k", args.top_k, 1)):
-        if value < low:
-            raise ConfigError(f"{flag}: {value} is invalid, must be >= {low}")
-    if args.levels < 0:
-        raise ConfigError(f"--levels: {args.levels} is invalid, must be >= 0")
-    if not 0 <= args.cosets <= 24:
-        raise ConfigError(f"--cosets: {args.cosets} is invalid, must be in 0..24 (0: off)")
-
-
 def main(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n: {args.n} is invalid, must be >= 1")
-    _check_so3(args)
+    check_search_options(  # the continuous search's options, before any model loads
+        args.steps, args.top_k, args.levels, args.cosets, lambda f: "--" + f.replace("_", "-")
+    )
     cfg0 = runs.read_run_config(args.run)  # (a wrong RUN is reported before torch loads)
     _check_proposals(args, cfg0)
     import torch

@@ -253,12 +253,14 @@ def _shared_up(runs: Sequence[RunRecord], names: set[str], seen: set[str]) -> di
     fractions, counts = [], []
     for r in runs:
         per = r.extra.get("canonical_pose", {}).get("per_class", {})
-        if not all(per.get(c, {}).get("up_counts") is not None for c in names | seen):
-            continue
-        modal = int(np.argmax(np.sum([per[c]["up_counts"] for c in seen if c in per], axis=0)))
-        n = sum(int(per[c]["n"]) for c in names if c in per)
-        if n:
-            fractions.append(sum(float(per[c]["up_counts"][modal]) for c in names if c in per) / n)
+        if not per or any(v.get("up_counts") is None for v in per.values()):
+            continue  # a record from before up counts were kept
+        trained = [per[c]["up_counts"] for c in seen if c in per]
+        unseen = [per[c] for c in names if c in per]
+        n = sum(int(v["n"]) for v in unseen)
+        if trained and n:
+            modal = int(np.argmax(np.sum(trained, axis=0)))
+            fractions.append(sum(float(v["up_counts"][modal]) for v in unseen) / n)
             counts.append(float(n))
     return prop_cell(fractions, counts)
 

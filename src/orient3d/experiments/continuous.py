@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orient3d.errors import ConfigError
 from orient3d.experiments.cells import (
     Cell,
     cells,
@@ -51,7 +50,7 @@ from orient3d.experiments.common import (
 )
 from orient3d.experiments.spec import ExperimentSpec, RunSpec
 from orient3d.metrics.stats import mean_ci
-from orient3d.search.options import PoseOptions
+from orient3d.search.options import PoseOptions, check_search_options
 
 __all__ = ["KIND", "Options", "analyze", "answer", "summarize"]
 
@@ -333,13 +332,8 @@ def check(spec: ExperimentSpec, options: Options) -> None:
     """Refuse grid modes other than single and continuous (nothing is measured for them),
     and pose-search options the search would refuse after training."""
     check_grid_values(spec, "train.mode", ("single", "continuous"), "continuous")
-    if not 0 <= options.cosets <= 24:
-        raise ConfigError(f"options.cosets: {options.cosets} is invalid, must be in 0..24")
-    if options.top_k < 1 or options.levels < 0 or options.steps < 0:
-        raise ConfigError(
-            "options.top_k must be >= 1, options.levels and options.steps >= 0; got "
-            f"{options.top_k}, {options.levels}, {options.steps}"
-        )
+    o = options
+    check_search_options(o.steps, o.top_k, o.levels, o.cosets, lambda f: f"options.{f}")
 
 
 def _wants(run: RunSpec, options: Options) -> bool:

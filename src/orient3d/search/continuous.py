@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from orient3d.geometry import groups, so3
 from orient3d.geometry.transforms import Pose
 from orient3d.model import VAE
-from orient3d.search.options import PoseOptions
+from orient3d.search.options import PoseOptions, check_search_options
 from orient3d.search.poses import PoseSearch, score_poses, search
 
 __all__ = ["METHODS", "PoseOptions", "PoseResult", "estimate_pose", "frozen_eval", "pose_scores"]
@@ -207,8 +207,7 @@ def estimate_pose(
     if x.dim() != 4:
         raise ValueError(f"x must be (B, D, D, D), got {tuple(x.shape)}")
     del generator
-    if not 0 <= cosets <= 24:
-        raise ValueError(f"cosets must be in 0..24 (cube-group turns kept), got {cosets}")
+    check_search_options(steps, top_k, levels, cosets, str)  # a ConfigError is a ValueError
     opt = PoseOptions(steps, lr, top_k, levels, grid_level, chunk, cosets)
     device = next(model.parameters()).device
     with frozen_eval(model):

@@ -3,9 +3,12 @@ line's arguments read them). The methods are in :mod:`orient3d.search.continuous
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["METHOD_NAMES", "PoseOptions"]
+from orient3d.errors import ConfigError
+
+__all__ = ["METHOD_NAMES", "PoseOptions", "check_search_options"]
 
 # the keys of orient3d.search.continuous.METHODS, in order
 METHOD_NAMES = ("gradient", "cube-start", "grid-refine")
@@ -23,3 +26,19 @@ class PoseOptions:
     # the pose found (the same subdivision rounds and gradient) and keep the better of
     # the two; 0: off. Most failures of the plain search are such turns (90° or 180°).
     cosets: int = 4
+
+
+def check_search_options(
+    steps: int, top_k: int, levels: int, cosets: int, name: Callable[[str], str]
+) -> None:
+    """One ConfigError for the first of these out of range, named by ``name(field)``
+    (``--top-k`` on the command line, ``options.top_k`` in an experiment)."""
+    for field, value, low, high in (
+        ("steps", steps, 0, None),
+        ("top_k", top_k, 1, None),
+        ("levels", levels, 0, None),
+        ("cosets", cosets, 0, 24),
+    ):
+        if value < low or (high is not None and value > high):
+            want = f">= {low}" if high is None else f"in {low}..{high}"
+            raise ConfigError(f"{name(field)}: {value} is invalid, must be {want}")
