@@ -366,6 +366,26 @@ def test_beta_and_width_lever_reuses_the_latent_levers_plain_runs() -> None:
     assert {r.config.search.prior for r in ours.values()} == {"uniform"}  # no ground truth
 
 
+def test_canonical_modelnet32_reuses_question_1s_runs_at_32() -> None:
+    from orient3d.config import config_differences
+    from orient3d.experiments import load_spec
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "reference"
+    spec = load_spec(root / "canonical_modelnet32.toml")
+    assert spec.reuse == ("../q1_mn32",) and len(spec.seeds) >= 3
+    ours = {r.name: r for r in expand_runs(spec)}
+    q1 = {r.name: r for r in expand_runs(load_spec(root / "single_vs_all_mn32.toml"))}
+    assert set(q1) < set(ours)  # every single and augmented run is question 1's own
+    for name, run in q1.items():  # same name, same config: its finished runs are taken
+        assert config_differences(run.config, ours[name].config) == []
+    search = [r.config for n, r in ours.items() if n not in q1]
+    assert len(search) == len(spec.seeds)
+    assert {(c.train.mode, c.search.prior, c.search.template) for c in search} == {
+        ("search", "uniform", "none")
+    }  # no ground truth in training
+    assert spec.options["iou_floor"] >= 0.7
+
+
 def test_unseen_classes_are_reported_apart_from_the_trained_ones(tmp_path: Path) -> None:
     base = {**BASE, "data": {**BASE["data"], "unseen_classes": ["lamp"]}}
     spec = spec_from_dict(
