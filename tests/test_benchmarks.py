@@ -295,7 +295,7 @@ def test_bench_search_overhead_rows_and_counts(tmp_path: Path) -> None:
     args += ["--steps", "3", "--seeds", "2", "--check-n", "32", "--check-epochs", "2"]
     out = _run("bench_search_overhead.py", [*args, "--no-write"], tmp_path)
     steady, whole, answer = _printed_tables(out, "## Search per-step overhead")
-    variants = ["search, before", "search, now"]
+    variants = ["search, default", "search, adaptive proposals 8"]
     assert [r[2] for r in steady[1]] == variants and [r[2] for r in whole[1]] == variants
     for row in map(dict, (zip(steady[0], r, strict=True) for r in steady[1])):
         # 5% of a 64-sample step searched in full: 3 samples x 24 rotations, plus
@@ -306,7 +306,10 @@ def test_bench_search_overhead_rows_and_counts(tmp_path: Path) -> None:
         # 2 epochs, 1 of warm-up: the one search epoch searches every sample in full
         assert row["rows / sample"] == "24.0" and row["re-search epochs"] == "1"
         assert row["steady epochs / augmented, wall (n)"] == "— (0)"
-    assert [r[0] for r in answer[1]] == variants
+    rows = {r[0]: dict(zip(answer[0], r, strict=True)) for r in answer[1]}
+    assert list(rows) == ["full search (no cache)", *variants]
+    # 2 epochs, 1 of warm-up: the one search epoch of every run searches everything
+    assert {r["rows scored / sample"].split(" [")[0] for r in rows.values()} == {"24"}
     assert "flags: " in out  # the CPU's flags, as every benchmark prints them
 
 

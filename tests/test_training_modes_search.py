@@ -154,6 +154,71 @@ def test_with_proposals_staleness_compares_the_choice_a_cache_hit_trains_on() ->
     assert stats["cache_stale_probe"] == 1.0 and stats["cache_refreshed"]
 
 
+def test_adaptive_proposals_take_the_cheapest_level_the_probe_finds_fresh() -> None:
+    """Fresh first pose: hits reuse it, no scoring. Stale first pose, best of the P
+    fresh: hits re-score the P. Both stale: the epoch re-searches every object."""
+    o = cube_group()
+    objs = make_objects(6)
+    cfg = _cfg(
+        "search.cache=true",
+        "search.refresh_every=8",
+        "search.proposals=3",
+        "search.stale_probe=6",
+        "search.adaptive_proposals=true",
+        "search.refresh_frac=0.0",
+    )
+    mode = SearchMode(cfg, objs, torch.Generator())
+    model = tiny_model()
+    x, g, idx = _batch(6)
+    truth = score_orientations(model, x, o).argmin(dim=1)
+    mode.start_epoch(model, 1)  # the first search: every object in full, 3 poses kept
+    mode.prepare(model, x, g, idx, 1)
+    stats = mode.end_epoch(1)
+    assert stats["cache_stale_probe"] is None and stats["cache_stale_probe_first"] is None
+    best = mode.poses[:, 0].clone()
+    wrong = o.table[best, 1]  # a quarter turn away (the objects are asymmetric)
+
+    def epoch(k: int) -> tuple[dict, torch.Tensor]:
+        mode.start_epoch(model, k)
+        prep = mode.prepare(model, x, g, idx, k)
+        assert prep.choice is not None
+        return mode.end_epoch(k), prep.choice
+
+    stats, choice = epoch(2)  # the model is fixed: the first pose is fresh
+    assert stats["cache_stale_probe_first"] == 0.0 and stats["cache_stale_probe"] == 0.0
+    assert stats["cache_poses_rescored"] == 0 and stats["cache_hit_frac"] == 1.0
+    assert stats["rows_scored_per_sample"] == 6 * 24 / 6  # the probe's rows alone
+    assert torch.equal(choice, truth)
+    mode.poses[:, 0], mode.poses[:, 1] = wrong, best  # the best pose second
+    stats, choice = epoch(3)
+    assert stats["cache_stale_probe_first"] == 1.0 and stats["cache_stale_probe"] == 0.0
+    assert stats["cache_poses_rescored"] == 3 and not stats["cache_refreshed"]
+    assert stats["rows_scored_per_sample"] == (6 * 24 + 6 * 3) / 6
+    assert torch.equal(choice, truth)  # the best of the three, re-scored
+    mode.poses[:, 0], mode.poses[:, 1], mode.poses[:, 2] = wrong, wrong, o.table[best, 2]
+    stats, choice = epoch(4)  # none of the three is the best: re-search every object
+    assert stats["cache_stale_probe_first"] == 1.0 and stats["cache_stale_probe"] == 1.0
+    assert stats["cache_refreshed"] and stats["cache_hit_frac"] == 0.0
+    assert torch.equal(choice, truth)
+    assert same_voxels(objs.stabilizers, o, mode.poses[:, 0], best).all()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["search.proposals=1"],
+        ["search.proposals=4", "search.choice=soft"],
+        ["search.proposals=4", "search.cache=false"],
+        ["search.proposals=4", "search.stale_probe=0"],
+    ],
+)
+def test_adaptive_proposals_are_refused_where_they_cannot_act(extra: list[str]) -> None:
+    from orient3d.config import ConfigError
+
+    with pytest.raises(ConfigError, match="search.adaptive_proposals"):
+        _cfg("search.adaptive_proposals=true", *extra)
+
+
 def test_cache_with_proposals_rescores_only_those() -> None:
     objs = make_objects(4)
     cfg = _cfg(

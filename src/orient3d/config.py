@@ -200,6 +200,10 @@ class SearchConfig:
     # measure the staleness of the cache the epoch would train on (cache_stale_probe);
     # above max_stale the whole epoch re-searches every object (0: no probe)
     stale_probe: int = 64
+    # cache, hard choice, proposals P > 1: an epoch re-scores a hit's P cached poses only
+    # when the probe finds the first cached pose more than max_stale stale (and the best
+    # of the P within it); otherwise hits reuse the first pose as is, at no scoring cost
+    adaptive_proposals: bool = False
     # Orientation prior over the canonical pose h = r⁻¹g (orient3d.training.prior): uniform (the
     # seed's model); stored_frame (one categorical p(h), updated each epoch; h is measured
     # in the dataset's stored frame, so this prior is weakly supervised by that frame;
@@ -231,6 +235,21 @@ class SearchConfig:
         _check(0 <= self.refresh_frac <= 1, "search.refresh_frac", self.refresh_frac, "in [0, 1]")
         _check(0 <= self.max_stale <= 1, "search.max_stale", self.max_stale, "in [0, 1]")
         _check(self.stale_probe >= 0, "search.stale_probe", self.stale_probe, ">= 0")
+        if self.adaptive_proposals:
+            _check(
+                self.cache and self.choice == "hard" and self.proposals > 1,
+                "search.adaptive_proposals",
+                self.adaptive_proposals,
+                "used only with search.cache = true, choice = 'hard' and proposals > 1"
+                f" (here cache = {self.cache}, choice = {self.choice!r},"
+                f" proposals = {self.proposals})",
+            )
+            _check(
+                self.stale_probe > 0,
+                "search.adaptive_proposals",
+                self.adaptive_proposals,
+                "used only with search.stale_probe > 0 (the probe decides each epoch)",
+            )
         _check(
             0 <= self.prior_floor < 1 / 48, "search.prior_floor", self.prior_floor, "in [0, 1/48)"
         )

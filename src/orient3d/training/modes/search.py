@@ -68,6 +68,18 @@ cache only when its measured staleness is at most ``max_stale``. The sample is d
 from the run's seed and the epoch alone, so all processes of a distributed run
 probe the same objects and agree.
 
+Adaptive proposals (``search.adaptive_proposals``, hard choice, ``proposals = P > 1``).
+The cache keeps the ``P`` best poses of each object's last full search, and the probe
+measures two staleness figures from the same fresh scores at no extra cost: that of the
+first cached pose and that of the best of the ``P`` re-scored. An epoch whose first
+pose is within ``max_stale`` reuses it as is on every hit (no scoring, as with
+``P = 1``); otherwise, when the best of the ``P`` is within it, hits re-score the ``P``
+poses; otherwise the epoch re-searches every object. Each epoch thus trains on a
+cache whose measured staleness is at most ``max_stale``, at the cheapest of the three.
+Logged: ``cache_poses_rescored`` (poses re-scored per hit this epoch: 0 or ``P``) and
+``cache_stale_probe_first``; ``cache_stale_probe`` is the staleness of the choice the
+epoch trains on.
+
 Logged per epoch (:meth:`SearchMode.end_epoch`): ``pose_hist`` (counts of ``h``
 over the samples of the epoch, relative to the known ground-truth pose),
 ``pose_entropy`` (nats), ``poses_used`` (poses with at least 1% of the samples),
@@ -203,7 +215,10 @@ class SearchMode:
         self.voxels = train.voxels  # the stored grids, for the staleness probe
         self.seed = cfg.seed
         self.probe: float | None = None  # this epoch's probed staleness
+        self.probe_first: float | None = None  # adaptive: that of the first cached pose
         self.probe_n = self.probe_rows = 0
+        # cached poses a hit re-scores this epoch (adaptive_proposals: 1 or P, by the probe)
+        self.rescore = self.n_prop
         n_classes = max(len(train.class_names), int(self.labels.max()) + 1 if n else 1)
         self.prior = make_prior(cfg.search, g, n_classes)
         self.template: OccupancyTemplate | LatentTemplate | None = None
@@ -235,7 +250,8 @@ class SearchMode:
         self.rows = self.samples = self.hits = 0
         self.gaps, self.prior_changed = [], 0
         self.stale_checked = self.stale_found = 0
-        self.probe, self.probe_n, self.probe_rows = None, 0, 0
+        self.probe, self.probe_first, self.probe_n, self.probe_rows = None, None, 0, 0
+        self.rescore = self.n_prop
         if self.active and c.cache and c.stale_probe > 0:
             self._probe_staleness(model)
 
@@ -257,9 +273,16 @@ class SearchMode:
         scores = self._with_template(*self._score(model, x, count=False), x, None)
         scores = self._with_prior(scores, None, self.from_o[ident], o)
         h = canonical_pose(scores.argmin(dim=1), self.from_o[ident], self.group)
-        used = self._cached_choice(o, self.from_o[ident], scores)
-        same = same_voxels(self.stab[o], self.group, h, used)
-        self.probe, self.probe_n = float((~same).float().mean()), int(o.numel())
+
+        def stale(n_poses: int) -> float:
+            used = self._cached_choice(o, self.from_o[ident], scores, n_poses)
+            return float((~same_voxels(self.stab[o], self.group, h, used)).float().mean())
+
+        self.probe, self.probe_n = stale(self.n_prop), int(o.numel())
+        if self.cfg.adaptive_proposals:  # the first cached pose is enough when it is fresh
+            self.probe_first = stale(1)
+            if self.probe_first <= self.cfg.max_stale:
+                self.probe, self.rescore = self.probe_first, 1
         if self.probe > self.cfg.max_stale:
             self.refresh_from, self.refreshed = self.k, True
 
@@ -323,15 +346,18 @@ class SearchMode:
         scale = self.temperature if self.cfg.choice == "soft" else 1.0
         return scores - scale * self.cfg.prior_weight * self.prior.log_prob(h, self.labels[idx])
 
-    def _cached_choice(self, objs: Tensor, g: Tensor, scores: Tensor) -> Tensor:
+    def _cached_choice(
+        self, objs: Tensor, g: Tensor, scores: Tensor, n_poses: int | None = None
+    ) -> Tensor:
         """``(b,)`` the canonical pose a cache hit of ``objs`` would train on, given the
         current model's ``scores (b, G)`` of the objects shown turned by ``g (b,)``.
 
         With one cached pose that is the pose itself; with ``P > 1`` a hit re-scores the
         ``P`` cached poses and takes the best, so staleness compares that choice (the one
-        trained on), not the first cached pose, with a fresh search.
+        trained on), not the first cached pose, with a fresh search. ``n_poses``: the
+        first so many cached poses (default: those a hit re-scores this epoch).
         """
-        cached = self.poses[objs]  # (b, P)
+        cached = self.poses[objs][:, : n_poses or self.rescore]  # (b, P)
         if cached.shape[1] == 1:
             return cached[:, 0]
         r = choice_from_pose(cached, g[:, None], self.group)  # (b, P) elements as shown
@@ -404,15 +430,16 @@ class SearchMode:
         self.hits += int(hit.sum())
         if hit.any():
             r = choice_from_pose(self.poses[idx[hit]], g[hit][:, None], self.group)  # (b'', P)
-            if p > 1:
-                x_hit = x[hit.to(x.device)]
-                s, mu = self._score(model, x_hit, r.to(x.device))
-                s = self._with_template(s, mu, x_hit, r)
-                s = self._with_prior(s, r, g[hit], idx[hit])
+            q = self.rescore  # the first q cached poses are re-scored (all P but adaptive)
+            if q > 1:
+                x_hit, rq = x[hit.to(x.device)], r[:, :q]
+                s, mu = self._score(model, x_hit, rq.to(x.device))
+                s = self._with_template(s, mu, x_hit, rq)
+                s = self._with_prior(s, rq, g[hit], idx[hit])
                 s, order = s.sort(dim=1)
                 self._add_codes(mu, order[:, 0])
-                r = r.gather(1, order)
-                scores[hit] = s
+                r = torch.cat([rq.gather(1, order), r[:, q:]], dim=1)
+                scores[hit] = torch.cat([s, torch.zeros(s.shape[0], p - q)], dim=1)
             elems[hit] = r
         return elems, scores
 
@@ -489,11 +516,14 @@ class SearchMode:
             "cache_stale_checked": self.stale_checked,
             "cache_stale_probe": self.probe,
             "cache_stale_probe_n": self.probe_n,
+            "cache_poses_rescored": self.rescore if self.rescore > 1 else 0,
             "cache_refreshed": self.refreshed,
             "cache_refresh_triggered": self.triggered,
             "score_gap_median": None,
             **tmpl,
         }
+        if self.cfg.adaptive_proposals:
+            out["cache_stale_probe_first"] = self.probe_first
         if self.triggered:  # those presented before the trigger are due next epoch
             self.due_before = self.k
         elif self.stale_found > self.cfg.max_stale * self.stale_checked:  # (few checks)
