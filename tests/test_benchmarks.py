@@ -302,6 +302,8 @@ def test_bench_search_overhead_rows_and_counts(tmp_path: Path) -> None:
         # each cached sample's one row
         assert int(row["rows scored / step"]) >= 3 * 24
         assert float(row["/ augmented, CPU"].removesuffix("×")) > 1.0
+    # a steady epoch of adaptive proposals (first cached pose fresh) re-scores nothing more
+    assert len({r[-1] for r in steady[1]}) == 1, steady[1]
     for row in map(dict, (zip(whole[0], r, strict=True) for r in whole[1])):
         # 2 epochs, 1 of warm-up: the one search epoch searches every sample in full
         assert row["rows / sample"] == "24.0" and row["re-search epochs"] == "1"
