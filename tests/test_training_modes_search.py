@@ -155,8 +155,8 @@ def test_with_proposals_staleness_compares_the_choice_a_cache_hit_trains_on() ->
 
 
 def test_adaptive_proposals_take_the_cheapest_level_the_probe_finds_fresh() -> None:
-    """Fresh first pose: hits reuse it, no scoring. Stale first pose, best of the P
-    fresh: hits re-score the P. Both stale: the epoch re-searches every object."""
+    """Fresh first pose: hits reuse it, no scoring. Stale first pose, best of the first
+    two fresh: hits re-score two of the three. All stale: the epoch re-searches."""
     o = cube_group()
     objs = make_objects(6)
     cfg = _cfg(
@@ -192,11 +192,17 @@ def test_adaptive_proposals_take_the_cheapest_level_the_probe_finds_fresh() -> N
     mode.poses[:, 0], mode.poses[:, 1] = wrong, best  # the best pose second
     stats, choice = epoch(3)
     assert stats["cache_stale_probe_first"] == 1.0 and stats["cache_stale_probe"] == 0.0
+    assert stats["cache_poses_rescored"] == 2 and not stats["cache_refreshed"]
+    assert stats["rows_scored_per_sample"] == (6 * 24 + 6 * 2) / 6
+    assert torch.equal(choice, truth)  # the best of the first two, re-scored
+    mode.poses[:, 0], mode.poses[:, 1], mode.poses[:, 2] = wrong, wrong, best  # third
+    stats, choice = epoch(4)
+    assert stats["cache_stale_probe_first"] == 1.0 and stats["cache_stale_probe"] == 0.0
     assert stats["cache_poses_rescored"] == 3 and not stats["cache_refreshed"]
     assert stats["rows_scored_per_sample"] == (6 * 24 + 6 * 3) / 6
-    assert torch.equal(choice, truth)  # the best of the three, re-scored
+    assert torch.equal(choice, truth)
     mode.poses[:, 0], mode.poses[:, 1], mode.poses[:, 2] = wrong, wrong, o.table[best, 2]
-    stats, choice = epoch(4)  # none of the three is the best: re-search every object
+    stats, choice = epoch(5)  # none of the three is the best: re-search every object
     assert stats["cache_stale_probe_first"] == 1.0 and stats["cache_stale_probe"] == 1.0
     assert stats["cache_refreshed"] and stats["cache_hit_frac"] == 0.0
     assert torch.equal(choice, truth)

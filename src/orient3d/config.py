@@ -200,9 +200,9 @@ class SearchConfig:
     # measure the staleness of the cache the epoch would train on (cache_stale_probe);
     # above max_stale the whole epoch re-searches every object (0: no probe)
     stale_probe: int = 64
-    # cache, hard choice, proposals P > 1: an epoch re-scores a hit's P cached poses only
-    # when the probe finds the first cached pose more than max_stale stale (and the best
-    # of the P within it); otherwise hits reuse the first pose as is, at no scoring cost
+    # cache, hard choice, proposals P > 1: each epoch a hit re-scores only the first k of
+    # its P cached poses, k the smallest the probe finds within max_stale (k = 1: reused
+    # as is, no scoring); above it even at k = P, the epoch re-searches every object
     adaptive_proposals: bool = False
     # Orientation prior over the canonical pose h = r⁻¹g (orient3d.training.prior): uniform (the
     # seed's model); stored_frame (one categorical p(h), updated each epoch; h is measured

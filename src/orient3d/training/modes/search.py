@@ -69,16 +69,16 @@ from the run's seed and the epoch alone, so all processes of a distributed run
 probe the same objects and agree.
 
 Adaptive proposals (``search.adaptive_proposals``, hard choice, ``proposals = P > 1``).
-The cache keeps the ``P`` best poses of each object's last full search, and the probe
-measures two staleness figures from the same fresh scores at no extra cost: that of the
-first cached pose and that of the best of the ``P`` re-scored. An epoch whose first
-pose is within ``max_stale`` reuses it as is on every hit (no scoring, as with
-``P = 1``); otherwise, when the best of the ``P`` is within it, hits re-score the ``P``
-poses; otherwise the epoch re-searches every object. Each epoch thus trains on a
-cache whose measured staleness is at most ``max_stale``, at the cheapest of the three.
-Logged: ``cache_poses_rescored`` (poses re-scored per hit this epoch: 0 or ``P``) and
-``cache_stale_probe_first``; ``cache_stale_probe`` is the staleness of the choice the
-epoch trains on.
+The cache keeps the ``P`` best poses of each object's last full search, best first,
+and the probe measures, from the same fresh scores at no extra cost, the staleness of
+the best of the first ``k`` cached poses re-scored, for ``k = 1 … P``. The epoch takes
+the smallest ``k`` within ``max_stale``: ``k = 1`` reuses the first pose as is on every
+hit (no scoring, as with ``P = 1``), ``k > 1`` re-scores the first ``k`` poses of each
+hit; when even ``k = P`` is above it, the epoch re-searches every object. Each epoch
+thus trains on a cache whose measured staleness is at most ``max_stale``, at the
+least scoring the probe allows. Logged: ``cache_poses_rescored`` (poses re-scored per
+hit this epoch: 0, or ``k``) and ``cache_stale_probe_first`` (``k = 1``);
+``cache_stale_probe`` is the staleness of the choice the epoch trains on.
 
 Logged per epoch (:meth:`SearchMode.end_epoch`): ``pose_hist`` (counts of ``h``
 over the samples of the epoch, relative to the known ground-truth pose),
@@ -279,10 +279,13 @@ class SearchMode:
             return float((~same_voxels(self.stab[o], self.group, h, used)).float().mean())
 
         self.probe, self.probe_n = stale(self.n_prop), int(o.numel())
-        if self.cfg.adaptive_proposals:  # the first cached pose is enough when it is fresh
+        if self.cfg.adaptive_proposals:  # the fewest cached poses that are fresh enough
             self.probe_first = stale(1)
-            if self.probe_first <= self.cfg.max_stale:
-                self.probe, self.rescore = self.probe_first, 1
+            for k in range(1, self.n_prop):
+                s = self.probe_first if k == 1 else stale(k)
+                if s <= self.cfg.max_stale:
+                    self.probe, self.rescore = s, k
+                    break
         if self.probe > self.cfg.max_stale:
             self.refresh_from, self.refreshed = self.k, True
 
