@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from orient3d.config import Config
 from orient3d.errors import ConfigError
 from orient3d.experiments import expand_runs, run_experiment, spec_from_dict
-from orient3d.experiments.cells import cells, prop_cell
+from orient3d.experiments.cells import cells, one_key_levers, prop_cell
 from orient3d.experiments.common import load_record
 from orient3d.report_parts.html import cell as html_cell
 from test_experiments import BASE, fake_run
@@ -238,6 +239,48 @@ def test_the_iou_floor_reads_the_validation_iou_of_the_selected_epoch(tmp_path: 
     sentence = summary["answers"][0]["answer"]
     assert "(validation IoU of the selected epoch at least 0.5)" in sentence
     assert "1 run(s) fell short: search-hard_latent-32_seed-1 (0.1)." in sentence, sentence
+
+
+def test_variants_that_change_one_key_are_drawn_as_levers(tmp_path: Path) -> None:
+    """No grid key: variants that each differ from a plain cell in one numeric key give
+    one "lever on x" figure per key, the plain cell at its default value."""
+    variants = {
+        "plain": ["train.mode=search"],
+        "beta-0.25": ["train.mode=search", "model.beta=0.25"],
+        "beta-4": ["train.mode=search", "model.beta=4.0"],
+        "width-8": ["train.mode=search", "model.width=8"],
+        "soft": ["train.mode=search", "search.choice=soft"],  # not numeric: no figure
+    }
+    spec = spec_from_dict(
+        {"name": "c", "kind": "canonical", "seeds": SEEDS, "base": BASE, "variants": variants}
+    )
+    glob = {"plain": 0.2, "beta-0.25": 0.1, "beta-4": 0.4, "width-8": 0.3, "soft": 0.2}
+    for run in expand_runs(spec):
+        v, s = run.params["variant"], run.params["seed"]
+        record = {"n_objects": 64, "global_consistency": glob[v], "upright": 0.3}
+        record |= {"upright_chance": 1 / 6, "pose_counts": [1.0] * 24}
+        fake_run(tmp_path / "runs" / run.name, run.config, _results(32, s, protocol="stored"),
+                 extra={"canonical_pose.json": record})  # fmt: skip
+    records = [
+        load_record(tmp_path / "runs" / r.name, r.params, tmp_path) for r in expand_runs(spec)
+    ]
+    levers = one_key_levers(cells(records))
+    assert set(levers) == {"model.beta", "model.width"}
+    beta = levers["model.beta"]
+    assert [c.values for c in beta] == [{"model.beta": b} for b in (0.25, 1.0, 4.0)]
+    assert [c.runs[0].params["variant"] for c in beta] == ["beta-0.25", "plain", "beta-4"]
+    assert [c.n for c in beta] == [2, 2, 2]
+    width = levers["model.width"]
+    assert [(c.values["model.width"], c.runs[0].params["variant"]) for c in width] == [
+        (8, "width-8"),
+        (Config().model.width, "plain"),
+    ]
+    summary = run_experiment(spec, tmp_path)
+    figs = json.dumps(summary["sections"])
+    for name in ("canonical_lever_beta", "canonical_lever_upright_width"):
+        assert f"figures/{name}.png" in figs
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+    assert "canonical_lever_choice" not in figs
 
 
 def test_continuous_per_cell(tmp_path: Path) -> None:

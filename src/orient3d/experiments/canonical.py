@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,9 @@ from orient3d.experiments.cells import (
     grid_columns,
     grid_keys,
     iou_cell,
+    key_labels,
     lever_figure,
+    one_key_levers,
     per_class_iou_section,
     prop_cell,
 )
@@ -199,36 +201,56 @@ def _figures(grid: Sequence[Cell], out: Path) -> dict[str, list[str]]:
     return figs
 
 
+def _named(label: str) -> Callable[[Cell], str]:
+    """A series function that names every cell ``label`` (one line)."""
+    return lambda _cell: label
+
+
 def _lever(records: Sequence[RunRecord], spec: ExperimentSpec, out: Path) -> list[str]:
     """Global consistency and upright agreement per setting against the first grid key
-    with several values (one figure each, 95% Wilson bands)."""
+    with several values (one figure each, 95% Wilson bands). Without such a key,
+    against each config key in which ``[variants]`` differ from a reference cell alone
+    (:func:`one_key_levers`: ``canonical_lever_<key>.png``, one line per key)."""
     keys = [k for k, v in spec.grid if len(v) > 1 and k not in COMPARED]
     done = [r for r in records if measured([r], "global_consistency")]
-    if not keys or not done:
+    if not done:
         return []
+
+    def setting(c: Cell) -> str:
+        return next(iter(by_setting(c.runs)))
+
+    plots: list[tuple[str, str, list[Cell], Callable[[Cell], str]]]
+    if keys:
+        plots = [("", keys[0], cells(done), setting)]
+    else:  # one line per key: its cells differ from the reference in that key alone
+        plots = [
+            (f"_{key_labels([k])[k]}", k, cs, _named(key_labels([k])[k]))
+            for k, cs in one_key_levers(cells(done)).items()
+        ]
     figs = []
-    for key, name, label, line in (
-        ("global_consistency", "canonical_lever", "global consistency", (1 / G, "chance 1/24")),
-        ("upright", "canonical_lever_upright", "upright agreement", None),
-    ):
-        if not measured(done, key):
-            continue
-        if line is None:
-            chance = measured(done, "upright_chance")
-            line = (float(np.mean(chance)), "chance") if chance else None
-        fig = lever_figure(
-            out,
-            name,
-            cells(done),
-            keys[0],
-            lambda c, key=key: pooled(c.runs, key),  # type: ignore[misc]
-            series=lambda c: next(iter(by_setting(c.runs))),
-            ylabel=f"{label} (95% Wilson interval)",
-            title=f"{label.capitalize()} against {keys[0]}",
-            hline=line,
-        )
-        if fig:
-            figs.append(fig)
+    for suffix, x_key, groups, series in plots:
+        for key, name, label, line in (
+            ("global_consistency", "canonical_lever", "global consistency", (1 / G, "chance 1/24")),
+            ("upright", "canonical_lever_upright", "upright agreement", None),
+        ):
+            if not measured(done, key):
+                continue
+            if line is None:
+                chance = measured(done, "upright_chance")
+                line = (float(np.mean(chance)), "chance") if chance else None
+            fig = lever_figure(
+                out,
+                name + suffix,
+                groups,
+                x_key,
+                lambda c, key=key: pooled(c.runs, key),  # type: ignore[misc]
+                series=series,
+                ylabel=f"{label} (95% Wilson interval)",
+                title=f"{label.capitalize()} against {x_key}",
+                hline=line,
+            )
+            if fig:
+                figs.append(fig)
     return figs
 
 

@@ -22,6 +22,7 @@ Intervals (:func:`ci_cell`, :func:`prop_cell`):
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ __all__ = [
     "iou_shortfalls",
     "iou_text",
     "lever_figure",
+    "one_key_levers",
     "param",
     "per_class_iou_section",
     "prop_cell",
@@ -250,6 +252,47 @@ def per_class_iou_section(
         "n/a with one seed)."
     )
     return section(title, text, [*cols, "seeds", *names], rows)
+
+
+def one_key_levers(groups: Sequence[Cell]) -> dict[str, list[Cell]]:
+    """Variants read as levers: for each config key in which some cells differ from a
+    reference cell in that key alone, with numeric values, the reference and those
+    cells, as cells whose ``values`` are ``{key: value}`` (ordered by value).
+
+    The reference is the cell that differs in one key alone from the most others (the
+    first such on a tie); so ``[variants]`` such as ``beta-0.25 = ["model.beta=0.25"]``
+    and ``beta-4`` beside a plain cell give the key ``model.beta`` three points.
+    Replicates are compared by their first run's config (cells differ in more than
+    the seed only through it).
+    """
+    from orient3d.config import RUNTIME_KEYS, flatten, to_dict
+
+    if len(groups) < 2:
+        return {}
+    skip = {*RUNTIME_KEYS, SEED}
+    flat = [
+        {k: v for k, v in flatten(to_dict(c.runs[0].config)).items() if k not in skip}
+        for c in groups
+    ]
+
+    def single(i: int, j: int) -> str | None:
+        keys = [k for k in flat[i].keys() | flat[j].keys() if flat[i].get(k) != flat[j].get(k)]
+        return keys[0] if len(keys) == 1 else None
+
+    n = len(groups)
+    ref = max(range(n), key=lambda i: sum(single(i, j) is not None for j in range(n) if j != i))
+    by_key: dict[str, list[int]] = {}
+    for j in range(n):
+        key = single(ref, j) if j != ref else None
+        if key is not None:
+            by_key.setdefault(key, [ref]).append(j)
+    levers = {}
+    for key, members in by_key.items():
+        xs = [flat[i].get(key) for i in members]
+        if all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs):
+            ranked = sorted(zip(xs, members), key=lambda p: typing.cast(float, p[0]))
+            levers[key] = [Cell({key: x}, groups[i].runs) for x, i in ranked]
+    return levers
 
 
 # --------------------------------------------------------------------------- figures
