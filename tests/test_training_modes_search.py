@@ -209,6 +209,45 @@ def test_adaptive_proposals_take_the_cheapest_level_the_probe_finds_fresh() -> N
     assert same_voxels(objs.stabilizers, o, mode.poses[:, 0], best).all()
 
 
+def test_adaptive_proposals_escalate_within_an_epoch_before_re_searching() -> None:
+    """The samples searched in full during an epoch check every k: past max_stale at the
+    epoch's k, the epoch moves to the smallest k still fresh, and re-searches only
+    when no k is."""
+    o = cube_group()
+    objs = make_objects(24)
+    cfg = _cfg(
+        "search.cache=true",
+        "search.refresh_every=8",
+        "search.proposals=3",
+        "search.stale_probe=8",
+        "search.adaptive_proposals=true",
+        "search.refresh_frac=0.0",
+    )
+    mode = SearchMode(cfg, objs, torch.Generator())
+    model = tiny_model()
+    x, g, idx = _batch(24)
+    mode.start_epoch(model, 1)
+    mode.prepare(model, x, g, idx, 1)
+    mode.end_epoch(1)
+    mode.start_epoch(model, 2)  # the model is fixed: the first pose is fresh
+    assert mode.rescore == 1 and not mode.escalated
+    scores = score_orientations(model, x, o)
+    fresh = canonical_pose(scores.argmin(dim=1), g, o)
+    best = mode.poses[:, 0].clone()
+    wrong = o.table[best, 1]
+    stale_first = int((~same_voxels(objs.stabilizers, o, wrong, best)).sum())
+    assert stale_first > 0.05 * 24  # enough asymmetric objects to pass max_stale
+    mode.poses[:, 0], mode.poses[:, 1] = wrong, best  # the best pose moved to second
+    mode._count_stale(idx, fresh, g, scores)
+    assert mode.rescore == 2 and mode.escalated and not mode.triggered
+    assert mode.stale_found == 0  # the share now counted is that of k = 2
+    mode.poses[:, 1] = wrong  # no cached pose is the best any more
+    mode._count_stale(idx, fresh, g, scores)
+    assert mode.triggered and mode.refreshed and mode.rescore == 2
+    stats = mode.end_epoch(2)
+    assert stats["cache_rescore_escalated"] and stats["cache_poses_rescored"] == 2
+
+
 @pytest.mark.parametrize(
     "extra",
     [

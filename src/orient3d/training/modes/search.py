@@ -74,11 +74,16 @@ and the probe measures, from the same fresh scores at no extra cost, the stalene
 the best of the first ``k`` cached poses re-scored, for ``k = 1 … P``. The epoch takes
 the smallest ``k`` within ``max_stale``: ``k = 1`` reuses the first pose as is on every
 hit (no scoring, as with ``P = 1``), ``k > 1`` re-scores the first ``k`` poses of each
-hit; when even ``k = P`` is above it, the epoch re-searches every object. Each epoch
-thus trains on a cache whose measured staleness is at most ``max_stale``, at the
-least scoring the probe allows. Logged: ``cache_poses_rescored`` (poses re-scored per
-hit this epoch: 0, or ``k``) and ``cache_stale_probe_first`` (``k = 1``);
-``cache_stale_probe`` is the staleness of the choice the epoch trains on.
+hit; when even ``k = P`` is above it, the epoch re-searches every object. During the
+epoch the samples searched in full (``refresh_frac``) are checked the same way, for
+every ``k``: when the running share of stale choices at the epoch's ``k`` passes
+``max_stale`` (after at least 20 checks), the epoch moves to the smallest larger ``k``
+within it (``cache_rescore_escalated``), and re-searches every object from then on
+only when none is. Each epoch thus trains on a cache whose measured staleness is at
+most ``max_stale``, at the least scoring the measurements allow. Logged:
+``cache_poses_rescored`` (poses re-scored per hit at the end of the epoch: 0, or
+``k``) and ``cache_stale_probe_first`` (``k = 1``); ``cache_stale_probe`` and
+``cache_stale_frac`` are the staleness of the choice the epoch trains on.
 
 Logged per epoch (:meth:`SearchMode.end_epoch`): ``pose_hist`` (counts of ``h``
 over the samples of the epoch, relative to the known ground-truth pose),
@@ -208,6 +213,7 @@ class SearchMode:
         self.gaps: list[Tensor] = []  # per full search: second-best minus best score
         self.prior_changed = 0
         self.stale_checked = self.stale_found = 0
+        self.stale_by_k = torch.zeros(self.n_prop, dtype=torch.long)  # adaptive: per k
         # next search epoch: re-search the objects last searched before this search epoch
         self.due_before: int | None = None
         self.refreshed = self.triggered = False
@@ -250,6 +256,8 @@ class SearchMode:
         self.rows = self.samples = self.hits = 0
         self.gaps, self.prior_changed = [], 0
         self.stale_checked = self.stale_found = 0
+        self.stale_by_k.zero_()
+        self.escalated = False
         self.probe, self.probe_first, self.probe_n, self.probe_rows = None, None, 0, 0
         self.rescore = self.n_prop
         if self.active and c.cache and c.stale_probe > 0:
@@ -373,15 +381,28 @@ class SearchMode:
         current = (self.searched_at[objs] >= 0) & (self.searched_at[objs] >= self.refresh_from)
         if not bool(current.any()):
             return
-        o = objs[current]
-        used = self._cached_choice(o, g[current], scores[current])
-        same = same_voxels(self.stab[o], self.group, fresh_h[current], used)
+        o, h, gc, sc = objs[current], fresh_h[current], g[current], scores[current]
+
+        def stale(n_poses: int | None = None) -> int:
+            used = self._cached_choice(o, gc, sc, n_poses)
+            return int((~same_voxels(self.stab[o], self.group, h, used)).sum())
+
         self.stale_checked += int(o.numel())
-        self.stale_found += int((~same).sum())
-        too_stale = self.stale_found > self.cfg.max_stale * self.stale_checked
-        if not self.triggered and self.stale_checked >= MIN_STALE_CHECKS and too_stale:
-            # the rest of this epoch re-searches every object it presents
-            self.refresh_from, self.refreshed, self.triggered = self.k, True, True
+        self.stale_found += stale()
+        if self.cfg.adaptive_proposals:
+            self.stale_by_k += torch.tensor([stale(k) for k in range(1, self.n_prop + 1)])
+        limit = self.cfg.max_stale * self.stale_checked
+        if self.triggered or self.stale_checked < MIN_STALE_CHECKS or self.stale_found <= limit:
+            return
+        if self.cfg.adaptive_proposals:  # re-score more cached poses, if enough are fresh
+            within = (self.stale_by_k <= limit).nonzero(as_tuple=True)[0] + 1
+            more = within[within > self.rescore]
+            if more.numel():
+                self.rescore, self.escalated = int(more[0]), True
+                self.stale_found = int(self.stale_by_k[self.rescore - 1])
+                return
+        # the rest of this epoch re-searches every object it presents
+        self.refresh_from, self.refreshed, self.triggered = self.k, True, True
 
     def _need_search(self, idx: Tensor) -> Tensor:
         """``(B,)`` bool: the samples whose cached pose is missing or stale."""
@@ -520,6 +541,7 @@ class SearchMode:
             "cache_stale_probe": self.probe,
             "cache_stale_probe_n": self.probe_n,
             "cache_poses_rescored": self.rescore if self.rescore > 1 else 0,
+            "cache_rescore_escalated": self.escalated,
             "cache_refreshed": self.refreshed,
             "cache_refresh_triggered": self.triggered,
             "score_gap_median": None,
