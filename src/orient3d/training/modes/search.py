@@ -223,8 +223,9 @@ class SearchMode:
         self.probe: float | None = None  # this epoch's probed staleness
         self.probe_first: float | None = None  # adaptive: that of the first cached pose
         self.probe_n = self.probe_rows = 0
-        # cached poses a hit re-scores this epoch (adaptive_proposals: 1 or P, by the probe)
-        self.rescore = self.n_prop
+        # cached poses a hit re-scores this epoch (adaptive_proposals: the k the probe and
+        # the in-epoch checks find fresh; escalated: k was raised during the epoch)
+        self.rescore, self.escalated = self.n_prop, False
         n_classes = max(len(train.class_names), int(self.labels.max()) + 1 if n else 1)
         self.prior = make_prior(cfg.search, g, n_classes)
         self.template: OccupancyTemplate | LatentTemplate | None = None
