@@ -346,6 +346,34 @@ def test_search_run_end_to_end(tmp_path: Path, choice: str) -> None:
     assert sum(records[1]["pose_hist"]) == 8 and records[1]["changed_frac"] is None
 
 
+def test_adaptive_proposals_run_end_to_end_and_log_their_level(tmp_path: Path) -> None:
+    from orient3d.train import fit
+
+    objs = make_objects(12)
+    cfg = _cfg(
+        "train.epochs=4",
+        "train.batch_size=4",
+        "search.warmup_epochs=1",
+        "search.proposals=4",
+        "search.adaptive_proposals=true",
+        "search.stale_probe=8",
+        "train.progress=false",
+    )
+    train_set, test_set = objs.subset(list(range(8))), objs.subset([8, 9, 10, 11])
+    fit(cfg, train_set, test_set, tmp_path / "run", val_set=objs.subset([10, 11]))
+    records = [
+        json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    ]
+    searched = [r for r in records if r["search_active"]]
+    assert len(searched) == 3 and searched[0]["cache_stale_probe_first"] is None
+    for r in searched[1:]:  # probed: the level taken is the fewest poses found fresh
+        k = r["cache_poses_rescored"]
+        assert k in (0, 2, 3, 4) and r["cache_stale_probe_first"] is not None
+        assert (k == 0) == (r["cache_stale_probe_first"] <= cfg.search.max_stale)
+        if not r["cache_refreshed"]:
+            assert r["cache_stale_probe"] <= cfg.search.max_stale
+
+
 def test_rate_limited_search_keeps_unsearched_samples_as_shown() -> None:
     o = cube_group()
     cfg = _cfg("search.cache=true", "search.refresh_every=0", "search.refresh_frac=0.5")
