@@ -3,6 +3,7 @@ and what the head costs in training. Writes "## Pose head" in BENCHMARKS.md.
 
     python benchmarks/bench_pose_head.py [--epochs 24] [--views 2] [--threads 1 2]
         [--proposals 4 2 1] [--head-views 2 4] [--precisions fp32 bf16] [--no-write]
+    python benchmarks/bench_pose_head.py --run RUN [...]
 
 One single-mode model with the head (``model.pose_head=true``) trains through the
 training loop (``orient3d.training.loop.train``) on the ModelNet10 test grids
@@ -27,12 +28,20 @@ back), objects/s as recover times it (the head's passes included).
 
 Training cost: the head adds nothing to a training step (the loop's step is the same
 code with or without it); its fit after training is timed against the epochs.
+
+``--run RUN`` measures a finished run instead of training one (a model that
+reconstructs, e.g. a run of ``configs/reference/single_vs_all_mn32.toml``): a copy of
+it gets a head fitted on its selected checkpoint
+(:func:`orient3d.training.pose_head.fit_run`, which accepts a checkpoint saved without
+a head), on the run's own data, split and seed; the run itself is not touched.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -43,15 +52,17 @@ import torch
 
 from _machine import machine_line
 from _sections import write_section
-from orient3d.config import Config, load_config
+from orient3d.config import Config, dumps, load_config
 from orient3d.data import VoxelSet, load_data, split_validation
 from orient3d.devices import tune_allocator
 from orient3d.evaluation.protocols import load_run
 from orient3d.evaluation.recovery import recover
 from orient3d.metrics.stats import wilson_ci
+from orient3d.model import VAE
 from orient3d.rundir import runs
 from orient3d.training.loop import train
-from orient3d.training.pose_head import REPORT
+from orient3d.training.modes import get_mode
+from orient3d.training.pose_head import REPORT, fit_run
 
 ROOT = Path(__file__).resolve().parents[1]
 VOXNET = ROOT.parent / "shared" / "data" / "modelnet10_vox32" / "voxnet32_test.npz"
@@ -98,6 +109,22 @@ def train_model(args: argparse.Namespace, tmp: Path) -> tuple[Config, Path, floa
     t0 = time.perf_counter()
     train(cfg, tmp / "run")
     return cfg, tmp / "run", time.perf_counter() - t0
+
+
+def adopt_run(src: Path, tmp: Path) -> tuple[Config, Path]:
+    """A copy of the finished run ``src`` with a head fitted (module docstring)."""
+    cfg = runs.read_run_config(src)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pose_head=True))
+    run = tmp / "run"
+    shutil.copytree(src / runs.CHECKPOINTS, run / runs.CHECKPOINTS)
+    for name in ("meta.json", "results.json", "metrics.jsonl"):
+        shutil.copy(src / name, run / name)
+    (run / runs.CONFIG).write_text(dumps(cfg))
+    train_all, _ = load_data(cfg)
+    fit_set, val_set = split_validation(train_all, cfg.data.n_val, cfg.seed)
+    mode = get_mode(cfg.train.mode)(cfg, fit_set, torch.Generator().manual_seed(cfg.seed))
+    fit_run(VAE(cfg.model, cfg.data.res), mode, cfg, fit_set, val_set, run)
+    return cfg, run
 
 
 def recovery(
@@ -198,12 +225,29 @@ def verdict(
 def _model_line(args: argparse.Namespace, facts: dict[str, Any]) -> str:
     res, head, n = facts["results"], facts["head"], facts["first"][EXHAUSTIVE]["n"]
     top, views = head["val_top_k"], head["val_views"]
+    cfg: Config = facts["config"]
+    split = (
+        f"({facts['n_train']} training / {facts['n_val']} validation / {facts['n_test']} "
+        "test objects)"
+    )
+    if args.run is not None:
+        model = (
+            f"Model: the finished run `{args.run}` ({cfg.train.mode} mode, "
+            f"`{Path(cfg.data.source).name}` at {cfg.data.res}³ {split}, width "
+            f"{cfg.model.width}, latent {cfg.model.latent}, {len(facts['metrics'])} epochs of "
+            f"batch {cfg.train.batch_size}, {facts['precision']}), a copy of it with the head "
+            f"(`model.pose_head=true`) fitted here for {head['epochs']} epochs on its selected "
+            "checkpoint"
+        )
+    else:
+        model = (
+            f"Model: single mode with the head (`model.pose_head=true`, fitted for "
+            f"{head['epochs']} epochs after training), `configs/single.toml`'s recipe at "
+            f"{args.res}³ on `voxnet32_test.npz` {split}, width {args.width}, {args.epochs} "
+            f"epochs ({facts['precision']}) on {args.train_threads} thread(s)"
+        )
     return (
-        f"Model: single mode with the head (`model.pose_head=true`, fitted for "
-        f"{head['epochs']} epochs after training), `configs/single.toml`'s recipe at "
-        f"{args.res}³ on `voxnet32_test.npz` ({facts['n_train']} training / {facts['n_val']} "
-        f"validation / {facts['n_test']} test objects), width {args.width}, {args.epochs} "
-        f"epochs ({facts['precision']}) on {args.train_threads} thread(s); best epoch "
+        f"{model}; best epoch "
         f"{res.get('best_epoch')}, test IoU {res['test_iou']:.3f}. The head on all 24 poses of "
         f"the validation objects: truth in its top 1 / 2 / 4: {top['1']:.3f} / {top['2']:.3f} "
         f"/ {top['4']:.3f}; argmax over 1 / 2 / 4 views: {views['1']:.3f} / {views['2']:.3f} / "
@@ -248,7 +292,8 @@ def section(args: argparse.Namespace, machine: str, facts: dict[str, Any]) -> st
             "",
             "| part | seconds | / epochs |",
             "| --- | --- | --- |",
-            f"| {args.epochs} training epochs (evaluation included) | {epochs_s:.0f} | 1.00 |",
+            f"| {len(facts['metrics'])} training epochs (evaluation included) | {epochs_s:.0f} | "
+            "1.00 |",
             f"| head fit | {fit_s:.0f} | {fit_s / epochs_s:.2f} |",
         ]
     )
@@ -269,6 +314,7 @@ def main() -> int:
     p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
     p.add_argument("--train-threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run", type=Path, help="fit the head on this finished run instead")
     p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args()
     tune_allocator()
@@ -276,7 +322,10 @@ def main() -> int:
     print(f"CPU: {machine}", flush=True)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg, run, _ = train_model(args, Path(tmp))
+        if args.run is not None:
+            cfg, run = adopt_run(args.run, Path(tmp))
+        else:
+            cfg, run, _ = train_model(args, Path(tmp))
         metrics = runs.read_jsonl(run / "metrics.jsonl")
         results = runs.read_json(run / "results.json")
         head = runs.read_json(run / REPORT)
@@ -290,6 +339,8 @@ def main() -> int:
         "first": first,
         "speed": speed,
         "results": results,
+        "metrics": metrics,
+        "config": cfg,
         "head": head,
         "precision": precision,
         "epochs_s": epochs_s,

@@ -340,3 +340,32 @@ def test_bench_pose_head_rows_and_counts(tmp_path: Path) -> None:
         assert float(r["objects/s, 1 thread"]) > 0 and float(r["objects/s, 2 threads"]) > 0
     assert [r[0] for r in cost[1]] == ["1 training epochs (evaluation included)", "head fit"]
     assert "flags: " in out  # the CPU's flags, as every benchmark prints them
+
+
+@pytest.mark.slow
+def test_bench_pose_head_fits_a_head_on_a_finished_run_and_leaves_it_alone(
+    tmp_path: Path,
+) -> None:
+    from orient3d.config import Config, apply_overrides
+    from orient3d.rundir import runs
+    from orient3d.training.loop import train
+
+    small = ["data.res=16", "data.n_train=40", "data.n_test=6", "model.width=4"]
+    cfg = apply_overrides(
+        Config(), [*small, "model.latent=4", "train.epochs=2", "train.progress=false"]
+    )
+    run = tmp_path / "trained"
+    train(cfg, run)  # without a head
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    args = ["--run", str(run), "--views", "2", "--threads", "1", "2", "--proposals", "3", "1"]
+    args += ["--head-views", "2", "--precisions", "fp32"]
+    out = _run("bench_pose_head.py", [*args, "--no-write"], tmp_path)
+    recovery, cost = _printed_tables(out, "## Pose head")
+    rows = _by_first_column(recovery)
+    assert list(rows) == ["exhaustive (24)", "top 3", "top 1", "top 1, 2 views"]
+    assert f"the finished run `{run}` (single mode" in out
+    assert "(36 training / 4 validation / 6 test objects)" in out and "= 12 views" in out
+    assert [r[0] for r in cost[1]] == ["2 training epochs (evaluation included)", "head fit"]
+    # the run itself is untouched: no head in its checkpoints, no report
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+    assert not (run / "pose_head.json").exists() and not runs.read_run_config(run).model.pose_head

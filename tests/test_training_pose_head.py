@@ -185,6 +185,36 @@ def test_a_resumed_run_trains_the_head_as_an_uninterrupted_one(tmp_path: Path) -
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
 
 
+def test_a_run_trained_without_a_head_gets_the_same_head_fitted_afterwards(
+    tmp_path: Path,
+) -> None:
+    """fit_run on a headless run's checkpoint: the head (and its report) that the same
+    run trained with model.pose_head = true fitted; another model is refused."""
+    import dataclasses
+
+    from orient3d.data import split_validation
+    from orient3d.errors import RunError
+    from orient3d.training.pose_head import fit_run
+
+    common = ("model.pose_head_epochs=2",)
+    plain = _run(tmp_path, "plain", *common)
+    head = _run(tmp_path, "head", *common, "model.pose_head=true")
+    cfg = runs.read_run_config(head)
+    train, _ = tiny_data(cfg)
+    fit_set, val_set = split_validation(train, cfg.data.n_val, cfg.seed)
+    mode = SingleMode(cfg, fit_set, torch.Generator())
+    report = fit_run(VAE(cfg.model, 8), mode, cfg, fit_set, val_set, plain)
+    want = runs.read_json(head / "pose_head.json")
+    assert report.pop("seconds") > 0 and want.pop("seconds") > 0 and report == want
+    for which in ("best", "last"):
+        sa = runs.load_checkpoint(runs.checkpoint_path(plain, which), "cpu")["model"]
+        sb = runs.load_checkpoint(runs.checkpoint_path(head, which), "cpu")["model"]
+        assert set(sa) == set(sb) and all(torch.equal(v, sb[k]) for k, v in sa.items())
+    wide = dataclasses.replace(cfg.model, width=cfg.model.width * 2)
+    with pytest.raises(RunError, match="does not match the model"):
+        fit_run(VAE(wide, 8), mode, cfg, fit_set, val_set, plain)
+
+
 def test_a_headless_run_written_before_the_key_still_loads(tmp_path: Path) -> None:
     run = _run(tmp_path, "old")
     text = (run / "config.toml").read_text()

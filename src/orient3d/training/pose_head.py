@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from orient3d.config import Config
 from orient3d.data import VoxelSet
+from orient3d.errors import RunError
 from orient3d.evaluation.recovery import view_elements
 from orient3d.geometry.groups import CubeGroup, cube_group, orbit, rotate, stabilizer_mask
 from orient3d.model import VAE
@@ -216,12 +217,21 @@ def fit_run(
     """Fit the head of run ``out``'s selected checkpoint (module docstring), write it into
     the checkpoint(s) of that epoch and ``RUN/pose_head.json``; returns the report.
 
-    ``model`` is the run's model (its weights are replaced by the selected checkpoint's)."""
+    ``model`` is the run's model with a head (its weights are replaced by the selected
+    checkpoint's). A checkpoint saved without a head (a run trained with
+    ``model.pose_head = false``) gets one: only the head's weights may be missing."""
     t0 = time.perf_counter()
     device = next(model.parameters()).device
     which = "best" if runs.checkpoint_path(out, "best").exists() else "last"
-    state = runs.load_checkpoint(runs.checkpoint_path(out, which), device)
-    model.load_state_dict(state["model"])
+    path = runs.checkpoint_path(out, which)
+    state = runs.load_checkpoint(path, device)
+    try:
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        raise RunError(f"{path}: does not match the model: {err}") from err
+    other = [k for k in missing if not k.startswith("pose_head.")] + list(unexpected)
+    if other:
+        raise RunError(f"{path}: does not match the model: {', '.join(other[:5])}")
     seed = cfg.seed * 1_000_003 + _SEED_TAG
     grids = model_frame(model, mode, _subset(train_set, seed))
     fitted = fit_head(model, grids, epochs=cfg.model.pose_head_epochs, seed=seed)
