@@ -307,6 +307,7 @@ def test_bench_search_overhead_rows_and_counts(tmp_path: Path) -> None:
     for row in map(dict, (zip(whole[0], r, strict=True) for r in whole[1])):
         # 2 epochs, 1 of warm-up: the one search epoch searches every sample in full
         assert row["rows / sample"] == "24.0" and row["re-search epochs"] == "1"
+        assert row["re-scoring epochs"] == "0"
         assert row["steady epochs / augmented, wall (n)"] == "— (0)"
     rows = {r[0]: dict(zip(answer[0], r, strict=True)) for r in answer[1]}
     assert list(rows) == ["full search (no cache)", *variants]
