@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -154,26 +155,32 @@ def test_with_proposals_staleness_compares_the_choice_a_cache_hit_trains_on() ->
     assert stats["cache_stale_probe"] == 1.0 and stats["cache_refreshed"]
 
 
-def test_adaptive_proposals_take_the_cheapest_level_the_probe_finds_fresh() -> None:
-    """Fresh first pose: hits reuse it, no scoring. Stale first pose, best of the first
-    two fresh: hits re-score two of the three. All stale: the epoch re-searches."""
-    o = cube_group()
-    objs = make_objects(6)
+def _adaptive_after_first_search(n: int) -> tuple[Any, SearchMode, VAE, tuple, dict]:
+    """``n`` objects, adaptive proposals (P = 3, the probe on all of them, no per-step
+    refresh) and the first search epoch done: every object searched, 3 poses cached."""
+    objs = make_objects(n)
     cfg = _cfg(
         "search.cache=true",
         "search.refresh_every=8",
         "search.proposals=3",
-        "search.stale_probe=6",
+        f"search.stale_probe={n}",
         "search.adaptive_proposals=true",
         "search.refresh_frac=0.0",
     )
     mode = SearchMode(cfg, objs, torch.Generator())
     model = tiny_model()
-    x, g, idx = _batch(6)
+    batch = _batch(n)
+    mode.start_epoch(model, 1)
+    mode.prepare(model, *batch, 1)
+    return objs, mode, model, batch, mode.end_epoch(1)
+
+
+def test_adaptive_proposals_take_the_cheapest_level_the_probe_finds_fresh() -> None:
+    """Fresh first pose: hits reuse it, no scoring. Stale first pose, best of the first
+    two fresh: hits re-score two of the three. All stale: the epoch re-searches."""
+    o = cube_group()
+    objs, mode, model, (x, g, idx), stats = _adaptive_after_first_search(6)
     truth = score_orientations(model, x, o).argmin(dim=1)
-    mode.start_epoch(model, 1)  # the first search: every object in full, 3 poses kept
-    mode.prepare(model, x, g, idx, 1)
-    stats = mode.end_epoch(1)
     assert stats["cache_stale_probe"] is None and stats["cache_stale_probe_first"] is None
     best = mode.poses[:, 0].clone()
     wrong = o.table[best, 1]  # a quarter turn away (the objects are asymmetric)
@@ -214,21 +221,7 @@ def test_adaptive_proposals_escalate_within_an_epoch_before_re_searching() -> No
     epoch's k, the epoch moves to the smallest k still fresh, and re-searches only
     when no k is."""
     o = cube_group()
-    objs = make_objects(24)
-    cfg = _cfg(
-        "search.cache=true",
-        "search.refresh_every=8",
-        "search.proposals=3",
-        "search.stale_probe=8",
-        "search.adaptive_proposals=true",
-        "search.refresh_frac=0.0",
-    )
-    mode = SearchMode(cfg, objs, torch.Generator())
-    model = tiny_model()
-    x, g, idx = _batch(24)
-    mode.start_epoch(model, 1)
-    mode.prepare(model, x, g, idx, 1)
-    mode.end_epoch(1)
+    objs, mode, model, (x, g, idx), _ = _adaptive_after_first_search(24)
     mode.start_epoch(model, 2)  # the model is fixed: the first pose is fresh
     assert mode.rescore == 1 and not mode.escalated
     scores = score_orientations(model, x, o)
