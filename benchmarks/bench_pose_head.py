@@ -232,8 +232,9 @@ def _model_line(args: argparse.Namespace, facts: dict[str, Any]) -> str:
     )
     if args.run is not None:
         model = (
-            f"Model: the finished run `{args.run}` ({cfg.train.mode} mode, "
-            f"`{Path(cfg.data.source).name}` at {cfg.data.res}³ {split}, width "
+            f"Model: the finished run `{args.run}` (trained by `{facts['command']}`; "
+            f"{cfg.train.mode} mode, `{Path(cfg.data.source).name}` at {cfg.data.res}³ "
+            f"{split}, width "
             f"{cfg.model.width}, latent {cfg.model.latent}, {len(facts['metrics'])} epochs of "
             f"batch {cfg.train.batch_size}, {facts['precision']}), a copy of it with the head "
             f"(`model.pose_head=true`) fitted here for {head['epochs']} epochs on its selected "
@@ -329,7 +330,8 @@ def main() -> int:
         metrics = runs.read_jsonl(run / "metrics.jsonl")
         results = runs.read_json(run / "results.json")
         head = runs.read_json(run / REPORT)
-        precision = runs.read_json(run / "meta.json").get("precision", "?")
+        meta = runs.read_json(run / "meta.json")
+        precision, command = meta.get("precision", "?"), meta.get("command", "?")
         epochs_s = sum(float(r["seconds"]) for r in metrics)
         print(f"trained: test IoU {results['test_iou']:.3f}, head {head}", flush=True)
         train_all, test = load_data(cfg)
@@ -343,6 +345,7 @@ def main() -> int:
         "config": cfg,
         "head": head,
         "precision": precision,
+        "command": command,
         "epochs_s": epochs_s,
         "n_test": len(test),
         "n_train": len(fit_set),

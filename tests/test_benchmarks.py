@@ -364,7 +364,7 @@ def test_bench_pose_head_fits_a_head_on_a_finished_run_and_leaves_it_alone(
     recovery, cost = _printed_tables(out, "## Pose head")
     rows = _by_first_column(recovery)
     assert list(rows) == ["exhaustive (24)", "top 3", "top 1", "top 1, 2 views"]
-    assert f"the finished run `{run}` (single mode" in out
+    assert f"the finished run `{run}` (trained by `" in out and "; single mode" in out
     assert "(36 training / 4 validation / 6 test objects)" in out and "= 12 views" in out
     assert [r[0] for r in cost[1]] == ["2 training epochs (evaluation included)", "head fit"]
     # the run itself is untouched: no head in its checkpoints, no report
