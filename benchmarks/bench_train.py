@@ -4,8 +4,9 @@
 
 Each variant (D = 16 and 32, batch 64, Z = 32, channels_last_3d; fp32 and bf16
 on 2 threads, and fp32 on 1 thread) runs in its own subprocess (so ``ru_maxrss``
-is its own peak), with the tuned allocator the CLI uses, and measures the fp32
-matmul peak (2048²) right before its training steps. Variants are interleaved
+is its own peak), with the tuned allocator the CLI uses, and measures the matmul
+peak (2048², in the variant's precision: fp32, or bf16 for the bf16 rows) right
+before its training steps. Variants are interleaved
 over the repeats; medians are reported. FLOPs of one forward+backward step come from
 ``torch.utils.flop_counter.FlopCounterMode``. Then two short runs with the same
 seed, fp32 and bf16, compare the test MSE.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -50,8 +52,8 @@ VARIANTS = [
 ]
 
 
-def matmul_gflops(n: int = 2048, seconds: float = 0.5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 2048, seconds: float = 0.5, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or reps < 2:
@@ -77,7 +79,7 @@ def worker(res: int, precision: str, threads: int, budget: float) -> dict[str, A
     """One variant in this process: matmul peak, FLOPs per step, samples/s, peak RSS."""
     tune_allocator()
     torch.set_num_threads(threads)
-    peak = matmul_gflops()
+    peak = matmul_gflops(dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
     cfg = apply_overrides(
         Config(),
         [f"data.res={res}", "train.batch_size=64", f'train.precision="{precision}"'],
@@ -163,9 +165,10 @@ def _median(rows: list[dict[str, Any]], key: str) -> float:
 
 
 def render(rows: list[dict[str, Any]], q: dict[str, dict[str, float]], args: Any) -> str:
-    threads = sorted({v[2] for v in VARIANTS}, reverse=True)
-    peak = {t: _median([r for r in rows if r["threads"] == t], "peak_gflops") for t in threads}
-    peaks = ", ".join(f"{peak[t]:.0f} GFLOP/s ({t} thread{'s' * (t > 1)})" for t in threads)
+    kinds = sorted({(r["precision"], r["threads"]) for r in rows}, key=lambda k: (k[0], -k[1]))
+    peak = {k: _median([r for r in rows if (r["precision"], r["threads"]) == k], "peak_gflops")
+            for k in kinds}  # fmt: skip
+    peaks = ", ".join(f"{p} {peak[p, t]:.0f} GFLOP/s ({t} thread{'s' * (t > 1)})" for p, t in kinds)
     lines = [
         "## Training",
         "",
@@ -178,8 +181,8 @@ def render(rows: list[dict[str, Any]], q: dict[str, dict[str, float]], args: Any
         "default model (width 32), batch 64, Z = 32, channels_last_3d. Medians of up to "
         f"{args.repeats} interleaved repeats (n), one subprocess each, at least {args.budget:g} s "
         "of timed steps after one warm-up step (a variant slower than that is timed on its one "
-        f"step). fp32 matmul peak (2048², measured in each subprocess right before its steps; "
-        f"'of peak' is the median of each run's own ratio): {peaks}.",
+        f"step). Matmul peak (2048², in the row's precision, measured in each subprocess "
+        f"right before its steps; 'of peak' is the median of each run's own ratio): {peaks}.",
         "",
         "| D | precision | threads | GFLOP/step (fwd+bwd) | samples/s | GFLOP/s | of peak "
         "| peak RSS | n |",
@@ -195,10 +198,12 @@ def render(rows: list[dict[str, Any]], q: dict[str, dict[str, float]], args: Any
             f"| {_median(sel, 'samples_per_s'):.1f} | {_median(sel, 'gflops'):.1f} | {ratio:.0%} "
             f"| {_median(sel, 'maxrss_mib'):.0f} MiB | {len(sel)} |"
         )
-    lo, hi = min(r["peak_gflops"] for r in rows), max(r["peak_gflops"] for r in rows)
+    fp32 = [r["peak_gflops"] for r in rows if r["precision"] == "fp32"] or [math.nan]
+    lo, hi = min(fp32), max(fp32)
     lines += [
         "",
-        f"The machine's load varied during the run (matmul peak per subprocess {lo:.0f}–{hi:.0f} "
+        f"The machine's load varied during the run (fp32 matmul peak per subprocess "
+        f"{lo:.0f}–{hi:.0f} "
         "GFLOP/s): read samples/s as medians over that, and 'of peak' as the efficiency. When "
         "other jobs keep both cores busy, 1 thread can beat 2 (OpenMP threads wait on each "
         "other): set `train.threads=1` on a shared machine, or run two 1-thread jobs side by side.",
