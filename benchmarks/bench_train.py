@@ -217,27 +217,45 @@ def render(rows: list[dict[str, Any]], q: dict[str, dict[str, float]], args: Any
         f"(fp32, {f32['seconds']:.0f} s) vs {b16['test_mse']:.5f} (bf16, {b16['seconds']:.0f} s), "
         f"a {rel:.2%} difference.",
         "",
-        _verdict(rel),
+        _verdict(rel, _bf16_speed(rows)),
         "",
     ]
     return "\n".join(lines) + "\n"
 
 
-def _verdict(rel: float) -> str:
+def _bf16_speed(rows: list[dict[str, Any]]) -> dict[int, float]:
+    """Per D: bf16 training samples/s over fp32's, both at the most threads measured."""
+    out = {}
+    for res in sorted({v[0] for v in VARIANTS}):
+        b16, f32 = _of(rows, (res, "bf16", THREADS)), _of(rows, (res, "fp32", THREADS))
+        if b16 and f32:
+            out[res] = _median(b16, "samples_per_s") / _median(f32, "samples_per_s")
+    return out
+
+
+def _verdict(rel: float, speed: dict[int, float]) -> str:
     cpu = torch.device("cpu")
     native = native_bf16(cpu)
+    measured = ", ".join(f"{r:.2f}× fp32's samples/s at {d}³" for d, r in speed.items())
     here = f"This CPU ({torch.backends.cpu.get_cpu_capability()}) " + (
         "has native bf16, so auto means bf16 here."
         if native
         else "has no native bf16 (no AVX512-BF16/AMX): bf16 autocast is emulated and slower, "
         "so auto means fp32 here."
     )
+    if speed:
+        here += f" Measured above, bf16 trained at {measured} ({THREADS} threads)."
+    if native and speed and max(speed.values()) < 1.0:
+        here += (
+            " Here auto's choice by the CPU's flags is slower than fp32 at every size: set "
+            "`train.precision=fp32` on this machine."
+        )
     if rel < 0.01:
         return (
             "bf16 moves the test MSE by less than 1%, so `train.precision` defaults to `auto`: "
-            "bf16 where the hardware computes it natively (CUDA, CPUs with AVX512-BF16/AMX; "
-            "about 1.4× faster training where measured on a CPU with native bf16), "
-            "fp32 elsewhere. " + here
+            "bf16 where the hardware computes it natively (CUDA, CPUs with AVX512-BF16/AMX), "
+            "fp32 elsewhere. Machines with these flags differ: bf16 has trained about 1.4× "
+            "faster than fp32 on one and slower on another. " + here
         )
     return (
         f"bf16 moves the test MSE by {rel:.1%} (over 1%): use `train.precision=fp32` for "
