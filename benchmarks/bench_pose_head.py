@@ -111,20 +111,23 @@ def train_model(args: argparse.Namespace, tmp: Path) -> tuple[Config, Path, floa
     return cfg, tmp / "run", time.perf_counter() - t0
 
 
-def adopt_run(src: Path, tmp: Path) -> tuple[Config, Path]:
-    """A copy of the finished run ``src`` with a head fitted (module docstring)."""
+def head_config(src: Path) -> Config:
+    """The config of the finished run ``src``, with the head (``model.pose_head=true``)."""
     cfg = runs.read_run_config(src)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pose_head=True))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pose_head=True))
+
+
+def adopt_run(src: Path, cfg: Config, fit_set: VoxelSet, val_set: VoxelSet, tmp: Path) -> Path:
+    """A copy of the finished run ``src`` with a head fitted (module docstring), on its
+    own split ``fit_set`` / ``val_set``; ``cfg`` is :func:`head_config`'s."""
     run = tmp / "run"
     shutil.copytree(src / runs.CHECKPOINTS, run / runs.CHECKPOINTS)
     for name in ("meta.json", "results.json", "metrics.jsonl"):
         shutil.copy(src / name, run / name)
     (run / runs.CONFIG).write_text(dumps(cfg))
-    train_all, _ = load_data(cfg)
-    fit_set, val_set = split_validation(train_all, cfg.data.n_val, cfg.seed)
     mode = get_mode(cfg.train.mode)(cfg, fit_set, torch.Generator().manual_seed(cfg.seed))
     fit_run(VAE(cfg.model, cfg.data.res), mode, cfg, fit_set, val_set, run)
-    return cfg, run
+    return run
 
 
 def recovery(
@@ -324,9 +327,13 @@ def main() -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if args.run is not None:
-            cfg, run = adopt_run(args.run, Path(tmp))
+            cfg = head_config(args.run)
         else:
             cfg, run, _ = train_model(args, Path(tmp))
+        train_all, test = load_data(cfg)  # the run's data and split, read once
+        fit_set, val_set = split_validation(train_all, cfg.data.n_val, cfg.seed)
+        if args.run is not None:
+            run = adopt_run(args.run, cfg, fit_set, val_set, Path(tmp))
         metrics = runs.read_jsonl(run / "metrics.jsonl")
         results = runs.read_json(run / "results.json")
         head = runs.read_json(run / REPORT)
@@ -334,8 +341,6 @@ def main() -> int:
         precision, command = meta.get("precision", "?"), meta.get("command", "?")
         epochs_s = sum(float(r["seconds"]) for r in metrics)
         print(f"trained: test IoU {results['test_iou']:.3f}, head {head}", flush=True)
-        train_all, test = load_data(cfg)
-        fit_set, val_set = split_validation(train_all, cfg.data.n_val, cfg.seed)
         first, speed = recovery(args, run, test)
     facts = {
         "first": first,

@@ -265,18 +265,14 @@ def one_key_levers(groups: Sequence[Cell]) -> dict[str, list[Cell]]:
     Replicates are compared by their first run's config (cells differ in more than
     the seed only through it).
     """
-    from orient3d.config import RUNTIME_KEYS, flatten, to_dict
+    from orient3d.config import config_differences, flatten, to_dict
 
     if len(groups) < 2:
         return {}
-    skip = {*RUNTIME_KEYS, SEED}
-    flat = [
-        {k: v for k, v in flatten(to_dict(c.runs[0].config)).items() if k not in skip}
-        for c in groups
-    ]
+    configs = [c.runs[0].config for c in groups]
 
     def single(i: int, j: int) -> str | None:
-        keys = [k for k in flat[i].keys() | flat[j].keys() if flat[i].get(k) != flat[j].get(k)]
+        keys = [k for k in config_differences(configs[i], configs[j]) if k != SEED]
         return keys[0] if len(keys) == 1 else None
 
     n = len(groups)
@@ -288,7 +284,7 @@ def one_key_levers(groups: Sequence[Cell]) -> dict[str, list[Cell]]:
             by_key.setdefault(key, [ref]).append(j)
     levers = {}
     for key, members in by_key.items():
-        xs = [flat[i].get(key) for i in members]
+        xs = [flatten(to_dict(configs[i])).get(key) for i in members]
         if all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs):
             ranked = sorted(zip(xs, members), key=lambda p: typing.cast(float, p[0]))
             levers[key] = [Cell({key: x}, groups[i].runs) for x, i in ranked]

@@ -287,14 +287,14 @@ class SearchMode:
             used = self._cached_choice(o, self.from_o[ident], scores, n_poses)
             return float((~same_voxels(self.stab[o], self.group, h, used)).float().mean())
 
-        self.probe, self.probe_n = stale(self.n_prop), int(o.numel())
+        self.probe_n = int(o.numel())
         if self.cfg.adaptive_proposals:  # the fewest cached poses that are fresh enough
-            self.probe_first = stale(1)
-            for k in range(1, self.n_prop):
-                s = self.probe_first if k == 1 else stale(k)
-                if s <= self.cfg.max_stale:
-                    self.probe, self.rescore = s, k
-                    break
+            rates = [stale(k) for k in range(1, self.n_prop + 1)]
+            fresh = [k for k, rate in enumerate(rates, 1) if rate <= self.cfg.max_stale]
+            self.rescore = fresh[0] if fresh else self.n_prop
+            self.probe, self.probe_first = rates[self.rescore - 1], rates[0]
+        else:
+            self.probe = stale(self.n_prop)
         if self.probe > self.cfg.max_stale:
             self.refresh_from, self.refreshed = self.k, True
 
@@ -389,9 +389,12 @@ class SearchMode:
             return int((~same_voxels(self.stab[o], self.group, h, used)).sum())
 
         self.stale_checked += int(o.numel())
-        self.stale_found += stale()
-        if self.cfg.adaptive_proposals:
-            self.stale_by_k += torch.tensor([stale(k) for k in range(1, self.n_prop + 1)])
+        if self.cfg.adaptive_proposals:  # every k, the epoch's among them
+            by_k = torch.tensor([stale(k) for k in range(1, self.n_prop + 1)])
+            self.stale_by_k += by_k
+            self.stale_found += int(by_k[self.rescore - 1])
+        else:
+            self.stale_found += stale()
         limit = self.cfg.max_stale * self.stale_checked
         if self.triggered or self.stale_checked < MIN_STALE_CHECKS or self.stale_found <= limit:
             return
