@@ -350,7 +350,7 @@ def test_beta_and_width_lever_reuses_the_latent_levers_plain_runs() -> None:
     ours = {r.name: r for r in expand_runs(spec)}
     latent = {r.name: r for r in expand_runs(load_spec(levers / "template_latent.toml"))}
     plain = [n for n in ours if n.startswith("search-hard_seed-")]
-    assert len(plain) >= 3 and len(ours) == 4 * len(plain)
+    assert len(plain) >= 3 and len(ours) == 5 * len(plain)
     for name in plain:  # same name, same config: the finished runs are taken over
         assert config_differences(latent[name].config, ours[name].config) == []
     changed = {  # each other variant differs from plain search-hard in its lever alone
@@ -362,6 +362,7 @@ def test_beta_and_width_lever_reuses_the_latent_levers_plain_runs() -> None:
         "beta-0.25": ["model.beta"],
         "beta-4": ["model.beta"],
         "width-8": ["model.width"],
+        "width-16": ["model.width"],
     }, changed
     assert {r.config.search.prior for r in ours.values()} == {"uniform"}  # no ground truth
 
