@@ -370,3 +370,49 @@ def test_bench_pose_head_fits_a_head_on_a_finished_run_and_leaves_it_alone(
     # the run itself is untouched: no head in its checkpoints, no report
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
     assert not (run / "pose_head.json").exists() and not runs.read_run_config(run).model.pose_head
+
+
+def test_profile_train_groups_ops_by_name_and_the_optimizer_by_its_range() -> None:
+    from profile_train import NAMES, OPTIMIZER, group_of, shares
+
+    assert group_of("aten::convolution_backward") == "convolution"
+    assert group_of("aten::mkldnn_convolution") == "convolution"
+    assert group_of("aten::native_batch_norm_backward") == "BatchNorm"
+    assert group_of("aten::threshold_backward") == "ReLU"
+    assert group_of("aten::copy_") == "copies"
+    assert group_of("aten::addcdiv_") == "other"  # outside the optimizer's step
+    assert group_of("aten::addcdiv_", in_optimizer=True) == OPTIMIZER
+    assert group_of("aten::convolution_backward", in_optimizer=True) == OPTIMIZER
+    got = shares({"convolution": 6.0, "ReLU": 1.0, OPTIMIZER: 1.0, "other": 2.0})
+    assert list(got) == list(NAMES)  # every column, in the table's order
+    assert got == {
+        "convolution": 0.6,
+        "BatchNorm": 0.0,
+        "ReLU": 0.1,
+        "copies": 0.0,
+        OPTIMIZER: 0.1,
+        "other": 0.2,
+    }
+
+
+@pytest.mark.slow
+def test_profile_train_rows_are_the_models_layers(tmp_path: Path) -> None:
+    out = _run(
+        "profile_train.py", ["--steps", "1", "--reps", "1", "--res", "16", "--no-write"], tmp_path
+    )
+    (_, rows), (lheader, lrows) = _printed_tables(out, "## Training profile")
+    (row,) = rows
+    assert row[0] == "16" and sum(float(c.rstrip("%")) for c in row[1:]) == pytest.approx(
+        100, abs=3
+    )
+    layers = [dict(zip(lheader, r, strict=True)) for r in lrows]
+    # the default model at 16³: three encoder convolutions, two transposed, the sub-pixel last
+    assert [(r["part"], r["layer"], r["input (C, d, d, d)"]) for r in layers] == [
+        ("encoder", "Conv3d", "(1, 16, 16, 16)"),
+        ("encoder", "Conv3d", "(32, 8, 8, 8)"),
+        ("encoder", "Conv3d", "(64, 4, 4, 4)"),
+        ("decoder", "ConvTranspose3d", "(128, 2, 2, 2)"),
+        ("decoder", "ConvTranspose3d", "(64, 4, 4, 4)"),
+        ("decoder", "SubPixelConvTranspose3d", "(32, 8, 8, 8)"),
+    ]
+    assert all(float(r["ms"]) > 0 and float(r["GFLOP/s"]) > 0 for r in layers)
