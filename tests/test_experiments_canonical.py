@@ -54,6 +54,9 @@ def test_pose_record_known_answers() -> None:
     assert rec["class_consistency"] == pytest.approx((1 + 2 / 3) / 2)
     a = dict(rec["per_class"]["a"])
     np.testing.assert_allclose(a.pop("up_counts"), [0, 0, 0, 0, 3, 0])  # all three up at +z
+    np.testing.assert_allclose(a.pop("pose_counts"), 3 * np.eye(24)[IDENTITY])
+    b_poses = rec["per_class"]["b"]["pose_counts"]
+    np.testing.assert_allclose(b_poses, 2 * np.eye(24)[UP_TO_Y] + np.eye(24)[ABOUT_Z])
     assert a == {"consistency": 1.0, "modal_pose": IDENTITY, "n": 3, "upright": 1.0}
     assert rec["per_class"]["b"]["modal_pose"] == UP_TO_Y
     assert rec["per_class"]["b"]["upright"] == pytest.approx(1 / 3)
@@ -402,13 +405,17 @@ def test_unseen_classes_are_reported_apart_from_the_trained_ones(tmp_path: Path)
     for run in expand_runs(spec):
         seed = run.params["seed"]
         up = np.eye(6)  # up counts over ±x, ±y, ±z; the trained classes' modal up: +y
+        pose = np.eye(24)  # pose counts; the trained classes' modal pose: 3 (25 against 15)
         per_class = {  # lamp: unseen; chair and bed: trained
             "lamp": {"consistency": 0.5, "modal_pose": 0, "n": 10, "upright": 0.2 + 0.2 * seed,
-                     "up_counts": ((7 - seed) * up[2] + (3 + seed) * up[4]).tolist()},
+                     "up_counts": ((7 - seed) * up[2] + (3 + seed) * up[4]).tolist(),
+                     "pose_counts": ((4 - seed) * pose[0] + (5 + seed) * pose[3]
+                                     + pose[7]).tolist()},
             "chair": {"consistency": 1.0, "modal_pose": 0, "n": 10, "upright": 1.0,
-                      "up_counts": (10 * up[4]).tolist()},
+                      "up_counts": (10 * up[4]).tolist(), "pose_counts": (10 * pose[0]).tolist()},
             "bed": {"consistency": 0.8, "modal_pose": 0, "n": 30, "upright": 0.6,
-                    "up_counts": (30 * up[2]).tolist()},
+                    "up_counts": (30 * up[2]).tolist(),
+                    "pose_counts": (25 * pose[3] + 5 * pose[0]).tolist()},
         }  # fmt: skip
         record = {
             "n_objects": 50,
@@ -436,6 +443,11 @@ def test_unseen_classes_are_reported_apart_from_the_trained_ones(tmp_path: Path)
     # Lamps whose up is the trained classes' modal up (+y, of 30 beds against 10 chairs):
     # 7 of 10, then 6 of 10; not +z, where the stored frame has it.
     assert get["up shared with trained, unseen"]["mean"] == pytest.approx(13 / 20)
+    # In the stored frame (the identity): 4 then 3 of 10 lamps; 10 chairs and 5 beds a seed.
+    assert get["recovered, unseen"]["mean"] == pytest.approx(7 / 20)
+    assert get["recovered, trained"]["mean"] == pytest.approx(30 / 80)
+    # In the trained classes' modal pose (3, not the identity): 5 then 6 of 10 lamps.
+    assert get["pose shared with trained, unseen"]["mean"] == pytest.approx(11 / 20)
     lamp = get["upright: lamp"]  # 6 of 20 lamps upright over the 2 seeds
     assert lamp["mean"] == pytest.approx(0.3) and lamp["lo"] < 0.3 < lamp["hi"]
 

@@ -287,6 +287,33 @@ def _shared_up(runs: Sequence[RunRecord], names: set[str], seen: set[str]) -> di
     return prop_cell(fractions, counts)
 
 
+def _class_pose_counts(
+    runs: Sequence[RunRecord], names: set[str], seen: set[str] | None
+) -> dict[str, Any]:
+    """The share of the objects of the classes ``names`` that use one pose, pooled
+    over the seeds with a Wilson interval: the identity (the stored frame recovered)
+    when ``seen`` is None, else the trained classes' (``seen``) most common canonical
+    pose, in the model's own frame (no stored frame). Runs without per-class pose
+    counts (records from before they were kept) are left out."""
+    fractions, counts = [], []
+    for r in runs:
+        per = r.extra.get("canonical_pose", {}).get("per_class", {})
+        if not per or any(v.get("pose_counts") is None for v in per.values()):
+            continue
+        pose = 0  # the identity
+        if seen is not None:
+            trained = [per[c]["pose_counts"] for c in seen if c in per]
+            if not trained:
+                continue
+            pose = int(np.argmax(np.sum(trained, axis=0)))
+        rows = [per[c] for c in names if c in per]
+        n = sum(int(v["n"]) for v in rows)
+        if n:
+            fractions.append(sum(float(v["pose_counts"][pose]) for v in rows) / n)
+            counts.append(float(n))
+    return prop_cell(fractions, counts)
+
+
 def _unseen_section(grid: Sequence[Cell], keys: Sequence[str]) -> dict[str, Any] | None:
     """Upright agreement and class consistency on the classes a model never saw
     (``data.unseen_classes``) beside those it trained on; None without unseen classes."""
@@ -309,6 +336,9 @@ def _unseen_section(grid: Sequence[Cell], keys: Sequence[str]) -> dict[str, Any]
                     _class_share(rs, hidden, "upright"),
                     _class_share(rs, seen, "upright"),
                     _shared_up(rs, hidden, seen),
+                    _class_pose_counts(rs, hidden, None),
+                    _class_pose_counts(rs, seen, None),
+                    _class_pose_counts(rs, hidden, seen),
                     _class_share(rs, hidden, "consistency"),
                     _class_share(rs, seen, "consistency"),
                     *per,
@@ -321,9 +351,13 @@ def _unseen_section(grid: Sequence[Cell], keys: Sequence[str]) -> dict[str, Any]
         "(the canonical frame keeps +z up); up shared with the trained classes (the share "
         "of unseen objects whose up lands on the trained objects' most common up direction "
         "in the model's own frame: a model without ground truth can find a shared up, not "
-        "the dataset's +z); and class consistency (share in the class's modal pose), each "
-        "pooled over the classes' objects and the seeds with a 95% Wilson interval; then "
-        "upright agreement per unseen class.",
+        "the dataset's +z); recovered (the canonical pose is the stored frame, modulo "
+        "symmetry: the recovery accuracy of a model trained in that frame, since an exact "
+        "search's choice does not depend on the view); pose shared with the trained classes "
+        "(the share of unseen objects in the trained objects' most common canonical pose, "
+        "the model's own frame); and class consistency (share in the class's modal pose), "
+        "each pooled over the classes' objects and the seeds with a 95% Wilson interval; "
+        "then upright agreement per unseen class.",
         [
             "setting",
             *grid_columns(keys),
@@ -331,6 +365,9 @@ def _unseen_section(grid: Sequence[Cell], keys: Sequence[str]) -> dict[str, Any]
             "upright, unseen",
             "upright, trained",
             "up shared with trained, unseen",
+            "recovered, unseen",
+            "recovered, trained",
+            "pose shared with trained, unseen",
             "class consistency, unseen",
             "class consistency, trained",
             *(f"upright: {c}" for c in unseen),

@@ -55,6 +55,9 @@ def pose_record(
                 "n": r["n"],
                 "upright": up["per_class"][c],
                 "up_counts": up["per_class_up_counts"][c],
+                # objects using each pose (h·Stab ∋ p); at the identity: the stored
+                # frame recovered (the oracle's recovery accuracy, by view independence)
+                "pose_counts": r["counts"],
             }
             for c, r in cls["per_class"].items()
         },
