@@ -320,15 +320,21 @@ def test_bench_search_overhead_rows_and_counts(tmp_path: Path) -> None:
 def test_bench_pose_head_rows_and_counts(tmp_path: Path) -> None:
     args = ["--res", "16", "--width", "4", "--epochs", "1", "--n-train", "40", "--n-test", "6"]
     args += ["--views", "2", "--threads", "1", "2", "--proposals", "3", "1", "--head-views", "4"]
-    args += ["--precisions", "fp32", "bf16"]
+    args += ["--precisions", "fp32", "bf16", "--masses", "0.5", "--mass-k", "3"]
     out = _run("bench_pose_head.py", [*args, "--no-write"], tmp_path)
-    recovery, cost = _printed_tables(out, "## Pose head")
+    recovery, masses, cost = _printed_tables(out, "## Pose head")
     rows = _by_first_column(recovery)
-    names = ["top 3", "top 1", "top 1, 4 views"]
+    names = ["top 3", "top 1", "top 1, 4 views", "top 3, mass 0.5"]
     bf16 = [f"{n}, bf16" for n in ["exhaustive (24)", *names]]
     assert list(rows) == ["exhaustive (24)", *names, *bf16]
-    assert [r["VAE rows / object"] for r in rows.values()] == ["24", "3", "0", "0"] * 2
-    assert [r["head views"] for r in rows.values()] == ["0", "1", "1", "4"] * 2
+    counts = [r["VAE rows / object"] for r in rows.values()]
+    assert counts[:4] == counts[5:9] == ["24", "3", "0", "0"]
+    assert all(0 <= float(c) <= 3 for c in (counts[4], counts[9]))  # cut by the mass
+    assert [r["head views"] for r in rows.values()] == ["0", "1", "1", "4", "1"] * 2
+    # the mass is chosen on the 4 validation objects x 2 views, against exhaustive search
+    assert [r[0] for r in masses[1]] == ["exhaustive (24)", "0.5"]
+    assert masses[1][0][2] == "+0.0" and float(masses[1][0][3]) == 24
+    assert ("Chosen: mass 0.5." in out) == (float(masses[1][1][2]) >= -1.0)
     base = rows["exhaustive (24)"]
     assert base["Δ vs exhaustive, points [95%]"] == "+0.0 [+0.0, +0.0]"
     assert base["lost / gained"] == "0 / 0"
@@ -359,7 +365,7 @@ def test_bench_pose_head_fits_a_head_on_a_finished_run_and_leaves_it_alone(
     train(cfg, run)  # without a head
     before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
     args = ["--run", str(run), "--views", "2", "--threads", "1", "2", "--proposals", "3", "1"]
-    args += ["--head-views", "2", "--precisions", "fp32"]
+    args += ["--head-views", "2", "--precisions", "fp32", "--masses"]  # no head mass
     out = _run("bench_pose_head.py", [*args, "--no-write"], tmp_path)
     recovery, cost = _printed_tables(out, "## Pose head")
     rows = _by_first_column(recovery)

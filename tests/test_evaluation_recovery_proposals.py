@@ -197,3 +197,77 @@ def test_the_cli_recovers_with_proposals(
     assert json.loads((Path(run) / "recover.json").read_text())["proposals"] == 24
     (Path(run) / "pose_head.json").unlink()  # as if it stopped before the head's fit
     assert "never fitted" in _error(capsys, ["recover", run, "--proposals", "2"])
+
+
+def test_mass_sizes_keep_the_fewest_best_elements_that_reach_the_mass() -> None:
+    probs = torch.tensor(
+        [
+            [0.70, 0.20, 0.06] + [0.04 / 21] * 21,  # confident
+            [0.30, 0.25, 0.20, 0.15] + [0.10 / 20] * 20,  # spread
+        ]
+    )
+    logp = probs.log()
+    assert recovery.mass_sizes(logp, 4, 0.6).tolist() == [1, 3]  # 0.70; 0.30 + 0.25 + 0.20
+    assert recovery.mass_sizes(logp, 4, 0.85).tolist() == [2, 4]  # 0.90; 0.90 at the 4th
+    assert recovery.mass_sizes(logp, 3, 0.95).tolist() == [3, 3]  # capped at k
+    assert recovery.mass_sizes(logp, 4, 1.0).tolist() == [4, 4]
+
+
+def test_head_mass_scores_each_object_on_its_own_set(setup: tuple[VAE, VoxelSet]) -> None:
+    model, objs = setup
+    sharp = VAE(model.cfg, 16).eval()
+    sharp.load_state_dict(model.state_dict())
+    assert sharp.pose_head is not None
+    with torch.no_grad():  # a confident head for some objects, a hesitant one for others
+        sharp.pose_head[3].weight.mul_(40.0)
+    k, mass = 4, 0.9
+    rows = _count_rows(sharp)
+    res, seen = _recover(sharp, objs, proposals=k, head_mass=mass)
+    logp = _slow_log_probs(sharp, seen["x"], 1)
+    order = logp.argsort(dim=1, descending=True)
+    sizes = []
+    for i in range(N):  # the slow version: add the next best until the mass is reached
+        total, size = 0.0, 0
+        while size < k and total < mass:
+            total += float(logp[i, order[i, size]].exp())
+            size += 1
+        sizes.append(size)
+    assert 1 in sizes and any(s > 1 for s in sizes), sizes  # both paths are exercised
+    full = score_orientations(model, seen["x"], O)  # (N, 24), scored apart
+    for i, size in enumerate(sizes):
+        cand = order[i, :size]
+        want = cand[0] if size == 1 else cand[full[i, cand].argmin()]
+        assert int(seen["pred"][i]) == int(want), i
+    scored = sum(s for s in sizes if s > 1)
+    assert sum(rows) == scored and res["vae_rows_per_object"] == pytest.approx(scored / N)
+    assert res["head_mass"] == mass and "sums to 0.9" in res["protocol"]["score"]
+    plain, _ = _recover(sharp, objs, proposals=k)  # mass 1: every object scores K
+    assert plain["vae_rows_per_object"] == k and plain["head_mass"] == 1.0
+
+
+def test_head_mass_is_checked(setup: tuple[VAE, VoxelSet]) -> None:
+    model, objs = setup
+    for mass in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="head_mass"):
+            recovery.recover(
+                model, objs, 2, generator=torch.Generator(), proposals=4, head_mass=mass
+            )
+    for k in (0, 1, 24):  # all 24, or the argmax alone: nothing to cut
+        with pytest.raises(ConfigError, match="needs proposals K in 2..23"):
+            recovery.recover(
+                model, objs, 2, generator=torch.Generator(), proposals=k, head_mass=0.9
+            )
+
+
+def test_the_cli_cuts_proposals_by_the_heads_mass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orient3d.cli import main
+
+    run = _run(tmp_path, "model.pose_head=true")
+    assert "--head-mass needs --proposals" in _error(capsys, ["recover", run, "--head-mass", "0.9"])
+    assert "(0, 1]" in _error(capsys, ["recover", run, "--proposals", "3", "--head-mass", "2"])
+    assert main(["recover", run, "--n", "6", "--proposals", "3", "--head-mass", "0.5"]) == 0
+    out = json.loads((Path(run) / "recover.json").read_text())
+    assert out["head_mass"] == 0.5 and 0 <= out["vae_rows_per_object"] <= 3
+    assert "elements scored" in capsys.readouterr().out

@@ -1,6 +1,6 @@
 """Recover the orientation of rotated test objects with a trained run's model.
 
-  orient3d recover RUN [--n N] [--data PATH] [--choice hard|soft] [--proposals K]
+  orient3d recover RUN [--n N] [--data PATH] [--choice hard|soft] [--proposals K [--head-mass M]]
   orient3d recover RUN --rotations so3 [--method gradient|cube-start|grid-refine|all ...]
 
 Each test object (the run's test split, or every object of --data PATH: a whole
@@ -17,6 +17,9 @@ without results.json warns).
 head proposes its K most likely elements per object and only those are scored
 (K = 1: the head's argmax alone, no scoring); 0 or 24 scores all 24 (the default).
 --head-views V averages the head over V exact views of each object (V encoder passes).
+--head-mass M (with --proposals K in 2..23) keeps, per object, only the head's most
+likely elements whose probabilities sum to M (at most K); one left is taken without
+scoring. Choose M on validation objects (BENCHMARKS.md, "Pose head").
 
 With --rotations so3 each of N test objects (default: up to 50) is turned by a
 uniform random rotation (trilinear resampling, thresholded at 0.5) and each
@@ -71,6 +74,14 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         metavar="V",
         help="with --proposals: average the head over V views of each object (1..24; "
         "V encoder passes: 4 recovered more, BENCHMARKS.md)",
+    )
+    parser.add_argument(
+        "--head-mass",
+        type=float,
+        default=1.0,
+        metavar="M",
+        help="with --proposals K in 2..23: score only the head's fewest best elements whose "
+        "probabilities sum to M (one left: no scoring); 1 (default): all K",
     )
     parser.add_argument("--device", help="device (default: the run's train.device)")
     parser.add_argument("--rotations", choices=("cube", "so3"), default="cube")
@@ -158,6 +169,10 @@ def _check_proposals(args: argparse.Namespace, cfg: Config) -> None:
         raise ConfigError("--head-views needs --proposals K with K in 1..23 (the head's)")
     if not 1 <= args.head_views <= 24:
         raise ConfigError(f"--head-views: {args.head_views} is invalid, must be in 1..24")
+    if not 0 < args.head_mass <= 1:
+        raise ConfigError(f"--head-mass: {args.head_mass} is invalid, must be in (0, 1]")
+    if args.head_mass < 1 and not 1 < k < 24:
+        raise ConfigError("--head-mass needs --proposals K with K in 2..23 (the head's)")
     if 0 < k < 24 and not cfg.model.pose_head:
         raise RunError(
             f"{args.run}: --proposals {k} needs a model with an orientation head, and this "
@@ -202,6 +217,7 @@ def main(args: argparse.Namespace) -> int:
         precision=args.precision,
         proposals=args.proposals,
         views=args.head_views,
+        head_mass=args.head_mass,
     )
     result["protocol"].update(
         seed=seed,

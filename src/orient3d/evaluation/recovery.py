@@ -20,6 +20,14 @@ not proposed get ``q = 0``); ``K = 1`` takes the head's argmax with no VAE scori
 = V`` the head reads V exact views of each object (the identity and turns about the
 up axis) and averages its log-probabilities (:func:`head_log_probs`): V encoder
 passes instead of one. The head's passes are timed with the scoring.
+
+Head mass (``head_mass = m < 1`` with ``proposals = K`` in 2..23): each object keeps
+only its head's most likely elements until their probabilities sum to at least
+``m`` (at most ``K``), so a confident head proposes fewer. An object left with one
+element takes it with no VAE scoring, as ``K = 1`` does; the others are scored on
+their own sets. ``vae_rows_per_object`` says how many elements the VAE scored per
+object on average. The head's probabilities are its own: choose ``m`` on validation
+objects, not on the test set (``benchmarks/bench_pose_head.py`` does).
 """
 
 from __future__ import annotations
@@ -41,7 +49,14 @@ from orient3d.metrics.stats import wilson_ci
 from orient3d.model import VAE
 from orient3d.search.discrete import Precision, choose, score_orientations, scoring_context
 
-__all__ = ["check_proposals", "head_proposals", "recover", "recovery_table"]
+__all__ = [
+    "check_head_mass",
+    "check_proposals",
+    "head_proposals",
+    "mass_sizes",
+    "recover",
+    "recovery_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +74,7 @@ def recover(
     batch_size: int = 128,
     proposals: int = 0,
     views: int = 1,
+    head_mass: float = 1.0,
 ) -> dict[str, Any]:
     """Recovery accuracy of ``model`` on ``n`` rotated test objects (see the module docstring).
 
@@ -73,7 +89,9 @@ def recover(
     (scoring and choice only, the head's pass included), ``seconds``, ``proposals``
     (elements considered per object: 24 for the exhaustive search) and ``protocol``.
     ``proposals`` K in 1..23 needs a model with an orientation head (module docstring);
-    its log-probabilities are averaged over ``views`` views (:func:`head_log_probs`).
+    its log-probabilities are averaged over ``views`` views (:func:`head_log_probs`);
+    ``head_mass`` < 1 keeps fewer of the K per object (module docstring), and
+    ``vae_rows_per_object`` is the mean number of elements the VAE scored.
     """
     o = cube_group()
     n = len(test) if n is None else n
@@ -82,19 +100,21 @@ def recover(
     k = check_proposals(model, proposals)
     if views != 1 and k == len(o):
         raise ConfigError(f"views={views} needs proposals in 1..23 (the head's); got {proposals}")
+    check_head_mass(head_mass, k)
     device = next(model.parameters()).device
     idx = torch.arange(n) % len(test)
     g = torch.randint(len(o), (n,), generator=generator, device=generator.device).cpu()
     pred = torch.empty(n, dtype=torch.long)
     post = torch.empty(n, len(o))
-    seconds = 0.0
+    seconds, rows = 0.0, 0
     for s in range(0, n, batch_size):
         sl = slice(s, s + batch_size)
         x = rotate(test.voxels[idx[sl]], o, g[sl]).to(device)  # (b, D, D, D) uint8 = g·c
         t0 = time.perf_counter()
-        r, q = _predict(model, x, k, views, choice, temperature, precision, chunk)  # (b,), (b, G)
+        r, q, m = _predict(model, x, k, views, choice, temperature, precision, chunk, head_mass)
         pred[sl], post[sl] = r.cpu(), q.float().cpu()
         seconds += time.perf_counter() - t0
+        rows += m
     stab = test.stabilizers[idx]
     res = recovery_accuracy(pred, g, stab, o, posterior=post)
     _, lo, hi = wilson_ci(int(res["n_correct"]), n)
@@ -111,9 +131,11 @@ def recover(
         "seconds": seconds,
         "proposals": k,
         "head_views": views if k < len(o) else 0,
+        "head_mass": head_mass if 1 < k < len(o) else 1.0,
+        "vae_rows_per_object": rows / n,
         "protocol": {
             "rotations": "each object turned by a uniform random element of O (seeded)",
-            "score": _scored(k, views),
+            "score": _scored(k, views, head_mass),
             "choice": choice,
             "temperature": temperature,
             "precision": precision,
@@ -123,13 +145,26 @@ def recover(
     }
 
 
-def _scored(k: int, views: int) -> str:
+def _scored(k: int, views: int, mass: float = 1.0) -> str:
     """What the protocol scored with ``k`` elements per object."""
     head = "the orientation head" + (f" (averaged over {views} views)" if views > 1 else "")
     if k == 1:
         return f"{head}'s argmax, no VAE scoring"
     which = "all 24 elements" if k == len(cube_group()) else f"{head}'s top {k}"
+    if 1 < k < len(cube_group()) and mass < 1:
+        which += (
+            f", cut to the fewest whose head probability sums to {mass:g} "
+            "(one left: taken without scoring)"
+        )
     return f"negative ELBO of r⁻¹·x with the encoder mean, {which}"
+
+
+def check_head_mass(mass: float, k: int) -> None:
+    """``head_mass`` in (0, 1]; below 1 only with ``k`` (proposals resolved) in 2..23."""
+    if not 0 < mass <= 1:
+        raise ConfigError(f"head_mass: {mass} is invalid, must be in (0, 1]")
+    if mass < 1 and not 1 < k < len(cube_group()):
+        raise ConfigError(f"head_mass={mass} needs proposals K in 2..23 (the head's); got {k}")
 
 
 def check_proposals(model: VAE, proposals: int) -> int:
@@ -185,6 +220,14 @@ def head_proposals(
     return head_log_probs(model, x, views, precision).topk(k, dim=1).indices
 
 
+def mass_sizes(log_probs: Tensor, k: int, mass: float) -> Tensor:
+    """``(B,)``: per row of ``log_probs`` ``(B, G)``, the fewest most likely elements
+    whose probabilities sum to at least ``mass``, at most ``k`` (1 ≤ size ≤ k)."""
+    top = log_probs.topk(k, dim=1).values.exp().cumsum(dim=1)  # (B, k), increasing
+    below = (top < mass).sum(dim=1)  # elements before the sum reaches mass
+    return (below + 1).clamp(max=k)
+
+
 def _predict(
     model: VAE,
     x: Tensor,
@@ -194,20 +237,33 @@ def _predict(
     temperature: float,
     precision: Precision,
     chunk: int,
-) -> tuple[Tensor, Tensor]:
-    """The chosen element ``(b,)`` and posterior ``(b, G)`` with ``k`` elements per object."""
+    mass: float = 1.0,
+) -> tuple[Tensor, Tensor, int]:
+    """The chosen element ``(b,)``, posterior ``(b, G)`` and the number of elements the
+    VAE scored, with at most ``k`` elements per object (``mass``: module docstring)."""
     o = cube_group()
+    b = x.shape[0]
     if k == len(o):
         ch = choose(
             score_orientations(model, x, o, precision=precision, chunk=chunk), choice, temperature
         )
-        return ch.r, ch.posterior
-    cand = head_proposals(model, x, k, precision, views)  # (b, k)
-    if k == 1:
-        return cand[:, 0], torch.nn.functional.one_hot(cand[:, 0], len(o)).float()
-    scores = score_orientations(model, x, o, precision=precision, chunk=chunk, candidates=cand)
-    ch = choose(scores, choice, temperature, candidates=cand, order=len(o))
-    return ch.r, ch.posterior
+        return ch.r, ch.posterior, b * len(o)
+    logp = head_log_probs(model, x, views, precision)
+    cand = logp.topk(k, dim=1).indices  # (b, k), best first
+    sizes = torch.full((b,), k, device=x.device) if mass >= 1 else mass_sizes(logp, k, mass)
+    r = cand[:, 0].clone()
+    post = torch.nn.functional.one_hot(r, len(o)).float()  # an object left with one element
+    for size in sizes.unique().tolist():
+        if size == 1:
+            continue
+        rows = (sizes == size).nonzero(as_tuple=True)[0]
+        c = cand[rows, :size]
+        scores = score_orientations(
+            model, x[rows], o, precision=precision, chunk=chunk, candidates=c
+        )
+        ch = choose(scores, choice, temperature, candidates=c, order=len(o))
+        r[rows], post[rows] = ch.r, ch.posterior.float()
+    return r, post, int(sizes[sizes > 1].sum())
 
 
 def recovery_table(result: dict[str, Any]) -> str:
@@ -220,6 +276,7 @@ def recovery_table(result: dict[str, Any]) -> str:
         ("posterior mass on truth", f"{result['posterior_mass_on_truth']:.3f}"),
         ("throughput", f"{result['objects_per_s']:.1f} objects/s"),
         ("elements considered", f"{result.get('proposals', 24)} per object"),
+        ("elements scored", f"{result.get('vae_rows_per_object', 24):.2f} per object"),
         ("choice", f"{result['protocol']['choice']}"),
     ]
     width = max(len(k) for k, _ in rows)
