@@ -456,3 +456,19 @@ def test_runs_without_unseen_classes_have_no_such_section(tmp_path: Path) -> Non
     records = _fake(tmp_path, {"uniform-hard": 0.2, "learned-anneal": 0.25, "learned-strong": 0.3})
     titles = [s["title"] for s in K.summarize(records, _spec(), K.Options(), tmp_path)["sections"]]
     assert "Classes the model never saw" not in titles
+
+
+def test_canonical_procedural_measures_question_2s_runs_without_training_them() -> None:
+    from orient3d.config import config_differences
+    from orient3d.experiments import load_spec
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "reference"
+    spec = load_spec(root / "canonical_procedural.toml")
+    assert spec.reuse == ("../q2",) and spec.kind == "canonical"
+    ours = {r.name: r for r in expand_runs(spec)}
+    q2 = {r.name: r for r in expand_runs(load_spec(root / "search_modes.toml"))}
+    assert set(ours) == set(q2) and len(ours) == 12
+    for name, run in ours.items():  # same name, same config: every run is taken over
+        assert config_differences(q2[name].config, run.config) == [], name
+    assert spec.options["iou_floor"] >= 0.7 and spec.options["n_objects"] == 0
+    assert {r.config.search.prior for r in ours.values()} == {"uniform"}  # no ground truth
