@@ -27,8 +27,8 @@ says), at each thread count; variants interleaved, a different order per thread 
 Exhaustive fp32 search is the reference every row is compared with. The mass is
 chosen on the validation objects (shown in ``--views`` seeded poses each): the one that
 scores the fewest rows while staying within the goal's loss of exhaustive search there;
-only that mass, and the variants without one, can meet the goal on the test views. Accuracy modulo
-symmetry with a 95% Wilson interval, the difference from exhaustive search in points
+only that mass, and the variants without one, can meet the goal on the test views.
+Accuracy modulo symmetry with a 95% Wilson interval, the difference from exhaustive search in points
 and pair by pair (views exhaustive search got right and the variant got wrong, and
 back), objects/s as recover times it (the head's passes included).
 
@@ -73,7 +73,7 @@ from orient3d.training.pose_head import REPORT, fit_run
 ROOT = Path(__file__).resolve().parents[1]
 VOXNET = ROOT.parent / "shared" / "data" / "modelnet10_vox32" / "voxnet32_test.npz"
 HEADING = "## Pose head"
-GOAL_SPEED, GOAL_LOSS = 100.0, 1.0  # objects/s at the first thread count; points lost
+GOAL_SPEED, GOAL_LOSS = 100.0, 1.0  # objects/s (judged at each thread count); points lost
 Variant = tuple[int, int, str, float]  # (proposals K, head views V, precision, head mass)
 EXHAUSTIVE: Variant = (24, 1, "fp32", 1.0)
 
