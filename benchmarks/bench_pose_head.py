@@ -28,9 +28,9 @@ Exhaustive fp32 search is the reference every row is compared with. The mass is
 chosen on the validation objects (shown in ``--views`` seeded poses each): the one that
 scores the fewest rows while staying within the goal's loss of exhaustive search there;
 only that mass, and the variants without one, can meet the goal on the test views.
-Accuracy modulo symmetry with a 95% Wilson interval, the difference from exhaustive search in points
-and pair by pair (views exhaustive search got right and the variant got wrong, and
-back), objects/s as recover times it (the head's passes included).
+Accuracy modulo symmetry with a 95% Wilson interval, the difference from exhaustive
+search in points and pair by pair (views exhaustive search got right and the variant
+got wrong, and back), objects/s as recover times it (the head's passes included).
 
 Training cost: the head adds nothing to a training step (the loop's step is the same
 code with or without it); its fit after training is timed against the epochs.
