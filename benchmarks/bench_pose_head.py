@@ -101,6 +101,8 @@ def choose_mass(
 ) -> tuple[float | None, list[dict[str, Any]]]:
     """The head mass chosen on the validation objects (module docstring), and per mass
     (exhaustive search first, as mass None) its accuracy and VAE rows per object there."""
+    if not args.masses:
+        return None, []
     torch.set_num_threads(args.threads[0])
     rows = []
     for mass in (None, *args.masses):
@@ -401,6 +403,12 @@ def main() -> int:
             cfg, run, _ = train_model(args, Path(tmp))
         train_all, test = load_data(cfg)  # the run's data and split, read once
         fit_set, val_set = split_validation(train_all, cfg.data.n_val, cfg.seed)
+        if len(val_set) == 0:  # the head's report and the mass are measured on them
+            where = args.run if args.run is not None else "the model"
+            raise SystemExit(
+                f"{where}: data.n_val is {cfg.data.n_val}: no validation objects, and this "
+                "benchmark measures the head and chooses its mass on them"
+            )
         if args.run is not None:
             run = adopt_run(args.run, cfg, fit_set, val_set, Path(tmp))
         metrics = runs.read_jsonl(run / "metrics.jsonl")

@@ -422,3 +422,27 @@ def test_profile_train_rows_are_the_models_layers(tmp_path: Path) -> None:
         ("decoder", "SubPixelConvTranspose3d", "(32, 8, 8, 8)"),
     ]
     assert all(float(r["ms"]) > 0 and float(r["GFLOP/s"]) > 0 for r in layers)
+
+
+@pytest.mark.slow
+def test_bench_pose_head_refuses_a_run_without_validation_objects(tmp_path: Path) -> None:
+    from orient3d.config import Config, apply_overrides
+    from orient3d.training.loop import train
+
+    small = ["data.res=16", "data.n_train=24", "data.n_test=4", "data.n_val=0", "model.width=4"]
+    cfg = apply_overrides(
+        Config(), [*small, "model.latent=4", "train.epochs=1", "train.progress=false"]
+    )
+    run = tmp_path / "trained"
+    train(cfg, run)
+    before = BENCHMARKS_MD.read_bytes()
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_pose_head.py"), "--run", str(run), "--views", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode != 0 and BENCHMARKS_MD.read_bytes() == before
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]  # one clear error
+    assert line.startswith(f"{run}: data.n_val is 0: no validation objects")
