@@ -268,48 +268,30 @@ def _class_share(runs: Sequence[RunRecord], names: set[str], key: str) -> dict[s
     return prop_cell(fractions, counts)
 
 
-def _shared_up(runs: Sequence[RunRecord], names: set[str], seen: set[str]) -> dict[str, Any]:
-    """The share of the objects of the classes ``names`` whose up lands on the trained
-    classes' (``seen``) most common up direction, in the model's own frame (no stored
-    frame); per run, then pooled over the seeds with a Wilson interval."""
-    fractions, counts = [], []
-    for r in runs:
-        per = r.extra.get("canonical_pose", {}).get("per_class", {})
-        if not per or any(v.get("up_counts") is None for v in per.values()):
-            continue  # a record from before up counts were kept
-        trained = [per[c]["up_counts"] for c in seen if c in per]
-        unseen = [per[c] for c in names if c in per]
-        n = sum(int(v["n"]) for v in unseen)
-        if trained and n:
-            modal = int(np.argmax(np.sum(trained, axis=0)))
-            fractions.append(sum(float(v["up_counts"][modal]) for v in unseen) / n)
-            counts.append(float(n))
-    return prop_cell(fractions, counts)
-
-
-def _class_pose_counts(
-    runs: Sequence[RunRecord], names: set[str], seen: set[str] | None
+def _counted_share(
+    runs: Sequence[RunRecord], names: set[str], key: str, seen: set[str] | None = None
 ) -> dict[str, Any]:
-    """The share of the objects of the classes ``names`` that use one pose, pooled
-    over the seeds with a Wilson interval: the identity (the stored frame recovered)
-    when ``seen`` is None, else the trained classes' (``seen``) most common canonical
-    pose, in the model's own frame (no stored frame). Runs without per-class pose
-    counts (records from before they were kept) are left out."""
+    """The share of the objects of the classes ``names`` counted at one index of their
+    per-class counts ``key`` (``up_counts``: up directions; ``pose_counts``: poses), per
+    run, then pooled over the seeds with a Wilson interval. The index is the trained
+    classes' (``seen``) most common one, in the model's own frame (no stored frame), or
+    index 0 when ``seen`` is None (for poses the identity: the stored frame recovered).
+    Runs whose records lack the counts (from before they were kept) are left out."""
     fractions, counts = [], []
     for r in runs:
         per = r.extra.get("canonical_pose", {}).get("per_class", {})
-        if not per or any(v.get("pose_counts") is None for v in per.values()):
+        if not per or any(v.get(key) is None for v in per.values()):
             continue
-        pose = 0  # the identity
+        index = 0
         if seen is not None:
-            trained = [per[c]["pose_counts"] for c in seen if c in per]
+            trained = [per[c][key] for c in seen if c in per]
             if not trained:
                 continue
-            pose = int(np.argmax(np.sum(trained, axis=0)))
+            index = int(np.argmax(np.sum(trained, axis=0)))
         rows = [per[c] for c in names if c in per]
         n = sum(int(v["n"]) for v in rows)
         if n:
-            fractions.append(sum(float(v["pose_counts"][pose]) for v in rows) / n)
+            fractions.append(sum(float(v[key][index]) for v in rows) / n)
             counts.append(float(n))
     return prop_cell(fractions, counts)
 
@@ -335,10 +317,10 @@ def _unseen_section(grid: Sequence[Cell], keys: Sequence[str]) -> dict[str, Any]
                     ", ".join(sorted(hidden)) or "none",
                     _class_share(rs, hidden, "upright"),
                     _class_share(rs, seen, "upright"),
-                    _shared_up(rs, hidden, seen),
-                    _class_pose_counts(rs, hidden, None),
-                    _class_pose_counts(rs, seen, None),
-                    _class_pose_counts(rs, hidden, seen),
+                    _counted_share(rs, hidden, "up_counts", seen),
+                    _counted_share(rs, hidden, "pose_counts"),
+                    _counted_share(rs, seen, "pose_counts"),
+                    _counted_share(rs, hidden, "pose_counts", seen),
                     _class_share(rs, hidden, "consistency"),
                     _class_share(rs, seen, "consistency"),
                     *per,
