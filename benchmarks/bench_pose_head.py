@@ -159,10 +159,9 @@ def adopt_run(src: Path, cfg: Config, fit_set: VoxelSet, val_set: VoxelSet, tmp:
 
 
 def recovery(
-    args: argparse.Namespace, run: Path, test: VoxelSet
+    args: argparse.Namespace, model: VAE, test: VoxelSet
 ) -> tuple[dict[Variant, dict[str, Any]], dict[tuple[Variant, int], float]]:
     """Per variant: the first result; per (variant, threads): objects/s."""
-    _, model = load_run(run)
     n = args.views * len(test)
     order = variants(args)
     first: dict[Variant, dict[str, Any]] = {}
@@ -418,9 +417,10 @@ def main() -> int:
         precision, command = meta.get("precision", "?"), meta.get("command", "?")
         epochs_s = sum(float(r["seconds"]) for r in metrics)
         print(f"trained: test IoU {results['test_iou']:.3f}, head {head}", flush=True)
-        chosen, mass_rows = choose_mass(load_run(run)[1], val_set, args)
+        model = load_run(run)[1]  # the VAE with its fitted head, loaded once
+        chosen, mass_rows = choose_mass(model, val_set, args)
         print(f"head mass chosen on validation: {chosen} ({mass_rows})", flush=True)
-        first, speed = recovery(args, run, test)
+        first, speed = recovery(args, model, test)
     facts = {
         "first": first,
         "speed": speed,

@@ -52,7 +52,6 @@ from orient3d.search.discrete import Precision, choose, score_orientations, scor
 __all__ = [
     "check_head_mass",
     "check_proposals",
-    "head_proposals",
     "mass_sizes",
     "recover",
     "recovery_table",
@@ -210,14 +209,6 @@ def head_log_probs(model: VAE, x: Tensor, views: int = 1, precision: Precision =
             logp = torch.log_softmax(model.pose_logits(rotate(x, o, q)), dim=1)  # (B, G)
             total += logp[:, o.table[q].to(x.device)]  # column r: the view's q∘r
     return total / views
-
-
-def head_proposals(
-    model: VAE, x: Tensor, k: int, precision: Precision = "fp32", views: int = 1
-) -> Tensor:
-    """``(B, k)``: the orientation head's ``k`` most likely elements for grids ``x``
-    ``(B, D, D, D)`` as shown, best first (:func:`head_log_probs` over ``views``)."""
-    return head_log_probs(model, x, views, precision).topk(k, dim=1).indices
 
 
 def mass_sizes(log_probs: Tensor, k: int, mass: float) -> Tensor:
