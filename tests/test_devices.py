@@ -14,7 +14,14 @@ import torch
 
 import orient3d
 from orient3d import allocator
-from orient3d.devices import native_bf16, resolve_device, resolve_precision, tune_allocator
+from orient3d.devices import (
+    bf16_matmul_speedup,
+    bf16_pays,
+    native_bf16,
+    resolve_device,
+    resolve_precision,
+    tune_allocator,
+)
 from orient3d.errors import ConfigError
 
 
@@ -30,7 +37,7 @@ def test_device_and_precision_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda:0")
-    assert resolve_precision(cpu, "auto") == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision(cpu, "auto") == ("bf16" if bf16_pays(cpu) else "fp32")
     assert resolve_precision(cpu, "bf16") == "bf16"
 
 
@@ -131,3 +138,19 @@ def test_tune_allocator_keeps_large_allocations_in_the_heap() -> None:
     if proc.stdout.strip() == "no mallinfo2":
         pytest.skip("the C library has no mallinfo2 (not glibc >= 2.33)")
     assert proc.stdout.split() == ["1", "True", "0"]
+
+
+def test_bf16_pays_only_where_native_and_its_matmul_is_twice_fp32s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orient3d import devices
+
+    cpu = torch.device("cpu")
+    speed = bf16_matmul_speedup()
+    assert 0 < speed < float("inf") and bf16_matmul_speedup() == speed  # measured once
+    assert bf16_pays(cpu) == (native_bf16(cpu) and speed >= devices.BF16_MIN_SPEEDUP)
+    for native, ratio, want in [(True, 4.1, True), (True, 0.56, False), (False, 9.0, False)]:
+        monkeypatch.setattr(devices, "native_bf16", lambda device, n=native: n)
+        monkeypatch.setattr(devices, "bf16_matmul_speedup", lambda r=ratio: r)
+        assert bf16_pays(cpu) is want
+    assert not bf16_pays(torch.device("meta"))

@@ -104,14 +104,19 @@ def test_bf16_scores_close_to_fp32() -> None:
     assert ((a - b).abs() / a.abs()).max() < 0.05
 
 
-@pytest.mark.parametrize(("bf16", "amx", "want"), [(True, True, "bf16"), (True, False, "fp32")])
-def test_auto_scores_in_bf16_on_cpus_with_amx_only(
-    monkeypatch: pytest.MonkeyPatch, bf16: bool, amx: bool, want: str
+@pytest.mark.parametrize(
+    ("native", "speedup", "want"), [(True, 4.1, "bf16"), (True, 0.56, "fp32"), (False, 4.1, "fp32")]
+)
+def test_auto_scores_in_bf16_where_training_would(
+    monkeypatch: pytest.MonkeyPatch, native: bool, speedup: float, want: str
 ) -> None:
-    monkeypatch.setattr(discrete, "native_bf16", lambda device: bf16)
-    monkeypatch.setattr(discrete, "_cpu_has_amx", lambda: amx)
+    from orient3d import devices
+
+    monkeypatch.setattr(devices, "native_bf16", lambda device: native)
+    monkeypatch.setattr(devices, "bf16_matmul_speedup", lambda: speedup)
     cpu = torch.device("cpu")
     assert discrete.scoring_precision(cpu, "auto") == want
+    assert devices.resolve_precision(cpu, "auto") == want  # one rule for both
     for given in ("fp32", "bf16"):  # explicit choices are kept
         assert discrete.scoring_precision(cpu, given) == given
     with pytest.raises(ValueError, match="precision"):

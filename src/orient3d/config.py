@@ -153,7 +153,8 @@ class TrainConfig:
     shift: int = 0
     early_stopping: int = 0  # stop after this many epochs without validation gain (0: off)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    # autocast dtype; auto: bf16 where native (CUDA, CPUs with AVX512-BF16/AMX), else fp32
+    # autocast dtype; auto: bf16 where it pays (CUDA; CPUs with native bf16 whose bf16
+    # matmul runs at least 2× fp32's: orient3d.devices.bf16_pays), else fp32
     # (BENCHMARKS.md: bf16 moves the test MSE < 1%); fp16: CUDA only, with a GradScaler
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = True  # channels_last_3d memory format
@@ -183,7 +184,7 @@ class SearchConfig:
     temperature_start: float = 1.0  # soft: starting temperature (annealed to `temperature`)
     warmup_epochs: int = 1  # epochs of augmented training before the search starts
     sample: bool = False  # score with a sampled z instead of the encoder mean
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast (auto: bf16 on CUDA, AMX)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast (auto: train.precision's rule)
     chunk: int = 256  # rows per batched scoring pass
     top_k: int = 0  # soft: keep only the K best candidates (0: all)
     # Defaults: the fastest shortcut within 2% of full search's test MSE in

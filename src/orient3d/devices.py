@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import time
 from collections.abc import Callable
 
 import torch
@@ -12,6 +14,8 @@ from orient3d.errors import ConfigError
 
 __all__ = [
     "autocast",
+    "bf16_matmul_speedup",
+    "bf16_pays",
     "check_precision",
     "native_bf16",
     "resolve_device",
@@ -73,10 +77,47 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+# bf16 autocast pays on a CPU when its bf16 matmul runs at least this many times fp32's.
+# Measured (BENCHMARKS.md, "## Precision by machine kind" and "## Training"): an AMD
+# EPYC with AVX512-BF16 ran bf16 matmuls at 4.1× fp32 and trained 1.3–1.5× faster in
+# bf16, scored poses 1.5–1.7× faster; an Intel Xeon with AVX512-BF16 and no AMX ran
+# them at 0.56× and trained at 0.90× fp32. The flags alone do not tell the two apart.
+BF16_MIN_SPEEDUP = 2.0
+
+
+@functools.cache
+def bf16_matmul_speedup(n: int = 512, rounds: int = 5) -> float:
+    """This CPU's bf16 matmul throughput over fp32's (``n``², interleaved, best of
+    ``rounds`` each), measured once per process at its thread setting, in ~30 ms."""
+    a32 = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
+    a16 = a32.to(torch.bfloat16)
+    best = {torch.float32: float("inf"), torch.bfloat16: float("inf")}
+    for _ in range(rounds + 1):  # the first round warms up
+        for a in (a32, a16):
+            t0 = time.perf_counter()
+            a @ a
+            best[a.dtype] = min(best[a.dtype], time.perf_counter() - t0)
+    return best[torch.float32] / max(best[torch.bfloat16], 1e-9)
+
+
+def bf16_pays(device: torch.device) -> bool:
+    """Whether ``auto`` should compute in bf16 on ``device``: CUDA with bf16; a CPU with
+    native bf16 (:func:`native_bf16`) whose bf16 matmul runs at least
+    ``BF16_MIN_SPEEDUP`` times fp32's (:func:`bf16_matmul_speedup`: measured yes on
+    an AMD EPYC, no on an Intel Xeon without AMX, although both have AVX512-BF16)."""
+    if device.type == "cuda":
+        return native_bf16(device)
+    if device.type == "cpu" and native_bf16(device):
+        return bf16_matmul_speedup() >= BF16_MIN_SPEEDUP
+    return False
+
+
 def resolve_precision(device: torch.device, precision: str) -> str:
-    """``auto`` is bf16 where :func:`native_bf16`, else fp32; others are returned as is."""
+    """``auto`` is bf16 where :func:`bf16_pays`, else fp32; others are returned as is.
+
+    The choice is recorded in each run's meta (``precision``)."""
     if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if bf16_pays(device) else "fp32"
     return precision
 
 

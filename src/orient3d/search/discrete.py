@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from orient3d.devices import native_bf16, resolve_precision
+from orient3d.devices import resolve_precision
 from orient3d.geometry.groups import CubeGroup, cube_group, orbit, relative, rotate
 
 __all__ = [
@@ -52,31 +52,19 @@ __all__ = [
 Precision = Literal["auto", "fp32", "bf16"]
 
 
-def _cpu_has_amx() -> bool:
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:
-        return False
-
-
 def scoring_precision(device: torch.device, precision: str) -> str:
     """The autocast of a scoring pass: ``"fp32"`` or ``"bf16"`` (``"auto"`` resolved).
 
-    ``auto`` is bf16 where bf16 matrix units make scoring faster: CUDA with bf16,
-    and CPUs with AMX. CPUs with AVX512-BF16 but no AMX score in fp32: there bf16
-    autocast was no faster than fp32 for 16³ and 32³ scoring passes of 72 to 1536
-    rows, and the cached search's passes took 1.0–1.3× fp32's CPU time per step
-    (BENCHMARKS.md, "## Search per-step overhead"); CPUs without native bf16
-    emulate it, several times slower.
+    ``auto`` is training's choice (:func:`orient3d.devices.bf16_pays`): bf16 on CUDA
+    with bf16 and on CPUs whose bf16 matmul runs at least twice fp32's. On an AMD EPYC
+    with AVX512-BF16 bf16 scored 1.5–1.7× fp32's rows/s and picked fp32's rotation for
+    152 of 152 objects; on an Intel Xeon with AVX512-BF16 and no AMX it was no faster
+    (BENCHMARKS.md, "## Precision by machine kind"); CPUs without native bf16 emulate
+    it, several times slower.
     """
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    if precision != "auto":
-        return precision
-    if device.type == "cpu":
-        return "bf16" if native_bf16(device) and _cpu_has_amx() else "fp32"
-    return resolve_precision(device, "auto")
+    return resolve_precision(device, precision)
 
 
 @contextlib.contextmanager
