@@ -30,3 +30,23 @@ def write_section(text: str, path: Path = BENCHMARKS) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(new.rstrip("\n") + "\n")
     os.replace(tmp, path)
+
+
+def write_machine_part(heading: str, intro: str, machine: str, body: str,
+                       path: Path = BENCHMARKS) -> None:  # fmt: skip
+    """Replace this machine's ``### machine`` part of section ``heading``, keeping the
+    parts other machines wrote, so the section compares machine kinds.
+
+    ``intro`` (text under the heading, before the first part) is replaced; a part for
+    ``machine`` is replaced in place, or appended after the others."""
+    old = path.read_text() if path.is_file() else ""
+    found = re.search(rf"^{re.escape(heading)}\n(.*?)(?=^## |\Z)", old, re.S | re.M)
+    parts = re.split(r"^(?=### )", found.group(1), flags=re.M)[1:] if found else []
+    mine = f"### {machine}\n\n{body.strip()}\n\n"
+    kept = [p if p.endswith("\n\n") else p.rstrip("\n") + "\n\n" for p in parts]
+    at = [i for i, p in enumerate(kept) if p.splitlines()[0] == f"### {machine}"]
+    if at:
+        kept[at[0]] = mine
+    else:
+        kept.append(mine)
+    write_section(f"{heading}\n\n{intro.strip()}\n\n" + "".join(kept), path)

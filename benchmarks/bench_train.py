@@ -2,8 +2,8 @@
 
     python benchmarks/bench_train.py [--repeats 3] [--budget 3] [--total 200] [--no-write]
 
-Each variant (D = 16 and 32, batch 64, Z = 32, channels_last_3d; fp32 and bf16
-on 2 threads, and fp32 on 1 thread) runs in its own subprocess (so ``ru_maxrss``
+Each variant (D = 16 and 32, batch 64, Z = 32, channels_last_3d; fp32 and bf16,
+2 threads and 1) runs in its own subprocess (so ``ru_maxrss``
 is its own peak), with the tuned allocator the CLI uses, and measures the matmul
 peak (2048², in the variant's precision: fp32, or bf16 for the bf16 rows) right
 before its training steps. Variants are interleaved
@@ -30,25 +30,32 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _machine import machine_line
-from _sections import write_section
+from _machine import cpu_flags, machine_line
+from _sections import write_machine_part
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet
-from orient3d.devices import native_bf16, tune_allocator
+from orient3d.devices import bf16_matmul_speedup, native_bf16, resolve_precision, tune_allocator
 from orient3d.training import loop as train
 from orient3d.training.distributed import Dist
 from orient3d.training.state import build_state
 
 ROOT = Path(__file__).resolve().parents[1]
+INTRO = (
+    "Training throughput of the default model against the matmul peak of the same "
+    "process, fp32 and bf16 (`benchmarks/bench_train.py`). Each part below is one "
+    "machine kind, as its CPU names itself; a run replaces only its own part."
+)
 THREADS = min(2, os.cpu_count() or 1)
 # (D, precision, torch threads)
 VARIANTS = [
     (16, "fp32", THREADS),
     (16, "fp32", 1),
     (16, "bf16", THREADS),
+    (16, "bf16", 1),
     (32, "fp32", THREADS),
     (32, "fp32", 1),
     (32, "bf16", THREADS),
+    (32, "bf16", 1),
 ]
 
 
@@ -170,8 +177,6 @@ def render(rows: list[dict[str, Any]], q: dict[str, dict[str, float]], args: Any
             for k in kinds}  # fmt: skip
     peaks = ", ".join(f"{p} {peak[p, t]:.0f} GFLOP/s ({t} thread{'s' * (t > 1)})" for p, t in kinds)
     lines = [
-        "## Training",
-        "",
         f"`python benchmarks/bench_train.py --repeats {args.repeats} --budget {args.budget:g} "
         f"--total {args.total:g}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{machine_line()} (torch CPU capability "
@@ -235,31 +240,32 @@ def _bf16_speed(rows: list[dict[str, Any]]) -> dict[int, float]:
 
 def _verdict(rel: float, speed: dict[int, float]) -> str:
     cpu = torch.device("cpu")
-    native = native_bf16(cpu)
+    auto = resolve_precision(cpu, "auto")
     measured = ", ".join(f"{r:.2f}× fp32's samples/s at {d}³" for d, r in speed.items())
-    here = f"This CPU ({torch.backends.cpu.get_cpu_capability()}) " + (
-        "has native bf16, so auto means bf16 here."
-        if native
-        else "has no native bf16 (no AVX512-BF16/AMX): bf16 autocast is emulated and slower, "
-        "so auto means fp32 here."
+    here = (
+        f"This CPU ({torch.backends.cpu.get_cpu_capability()}): native bf16 "
+        f"{'yes' if native_bf16(cpu) else 'no'}"
+        + (f", bf16 matmul at {bf16_matmul_speedup():.2f}× fp32's" if native_bf16(cpu) else "")
+        + f", so auto means {auto} here."
     )
     if speed:
         here += f" Measured above, bf16 trained at {measured} ({THREADS} threads)."
-    if native and speed and max(speed.values()) < 1.0:
-        here += (
-            " Here auto's choice by the CPU's flags is slower than fp32 at every size: set "
-            "`train.precision=fp32` on this machine."
-        )
+        faster = "bf16" if statistics.median(speed.values()) > 1 else "fp32"
+        if faster != auto:
+            here += f" Here auto's choice is the slower one: set `train.precision={faster}`."
+    rule = (
+        "bf16 where it pays (CUDA with bf16; a CPU with native bf16 whose bf16 matmul runs "
+        "at least twice fp32's, timed once per process: `orient3d.devices.bf16_pays`), "
+        "fp32 elsewhere. "
+    )
     if rel < 0.01:
         return (
-            "bf16 moves the test MSE by less than 1%, so `train.precision` defaults to `auto`: "
-            "bf16 where the hardware computes it natively (CUDA, CPUs with AVX512-BF16/AMX), "
-            "fp32 elsewhere. Machines with these flags differ: bf16 has trained about 1.4× "
-            "faster than fp32 on one and slower on another. " + here
+            "bf16 moves the test MSE by less than 1%, so `train.precision` defaults to "
+            "`auto`: " + rule + here
         )
     return (
         f"bf16 moves the test MSE by {rel:.1%} (over 1%): use `train.precision=fp32` for "
-        "comparisons; `auto` still picks bf16 where native. " + here
+        "comparisons; `auto` still picks " + rule + here
     )
 
 
@@ -280,9 +286,10 @@ def main() -> None:
         return
     rows = run_variants(args.repeats, args.budget, args.total)
     text = render(rows, quality(args.epochs), args)
-    print(text)
+    model = cpu_flags()[0]
+    print(f"### {model}\n\n{text}")
     if not args.no_write:
-        write_section(text)
+        write_machine_part("## Training", INTRO, model, text)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 BENCHMARKS_MD = BENCH.parent / "BENCHMARKS.md"
 sys.path.insert(0, str(BENCH))
 
-from _sections import write_section  # noqa: E402
+from _sections import write_machine_part, write_section  # noqa: E402
 
 
 def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:
@@ -38,6 +38,36 @@ def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:
     assert "new data" in path.read_text() and path.read_text().endswith("## Data layer\n\nx\n")
     with pytest.raises(ValueError, match="heading"):
         write_section("no heading", path)
+
+
+def test_write_machine_part_replaces_only_this_machines_part(tmp_path: Path) -> None:
+    path = tmp_path / "B.md"
+    path.write_text("# Benchmarks\n\n## Training\n\nold intro\n\n### Intel\n\nintel rows\n")
+    write_machine_part("## Training", "intro", "AMD", "amd rows", path)
+    text = path.read_text()
+    assert text == (
+        "# Benchmarks\n\n## Training\n\nintro\n\n### Intel\n\nintel rows\n\n"
+        "### AMD\n\namd rows\n"
+    )
+    write_machine_part("## Training", "intro 2", "Intel", "new intel", path)
+    text = path.read_text()
+    assert "intel rows" not in text and "new intel" in text and "amd rows" in text
+    assert text.index("### Intel") < text.index("### AMD")  # replaced in place
+    write_machine_part("## Precision", "p", "AMD", "amd p", path)  # a new section
+    assert path.read_text().endswith("## Precision\n\np\n\n### AMD\n\namd p\n")
+    assert "amd rows" in path.read_text()
+
+
+def test_bench_precision_interleaves_calls_and_reports_medians() -> None:
+    from bench_precision import _interleaved
+
+    calls: list[str] = []
+    out = _interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 0.0)
+    assert calls[:2] == ["a", "b"]  # one warm-up call each
+    timed = calls[2:]
+    assert timed.count("a") == timed.count("b") >= 3
+    assert timed[:4] == ["a", "b", "b", "a"]  # the order alternates round by round
+    assert set(out) == {"a", "b"} and all(v >= 0 for v in out.values())
 
 
 def _run(script: str, args: list[str], cwd: Path) -> str:
