@@ -1,18 +1,20 @@
 """Where a training step's time goes. Writes "## Training profile" in BENCHMARKS.md.
 
-    python benchmarks/profile_train.py [--steps 5] [--threads 2] [--no-write]
+    python benchmarks/profile_train.py [--steps 5] [--threads 2] [--precision fp32] [--no-write]
 
-For the default model (width 32, batch 64, Z = 32, channels_last_3d, fp32) at
-D = 16 and 32, on the training loop's own step (as ``bench_train.py``):
+For the default model (width 32, batch 64, Z = 32, channels_last_3d, fp32 or bf16
+autocast) at D = 16 and 32, on the training loop's own step (as ``bench_train.py``):
 
 1. ``torch.profiler`` over ``--steps`` steps after two warm-up steps: the share of
    the CPU time in convolutions (forward and backward), BatchNorm, ReLU, copies,
    the optimizer step and the rest, grouped from the ops' self times.
 2. Each convolution layer on its own, forward and backward (the input gradient
    too, except for the first layer, whose input needs none in training): its
-   median time and GFLOP/s, against the fp32 matmul peak of the same process.
+   median time and GFLOP/s, against the matmul peak of the same process in the same
+   precision.
 
-It explains ``bench_train.py``'s "of peak" column; it sets no target.
+It explains ``bench_train.py``'s "of peak" column; it sets no target. Each machine kind
+and precision keeps its own part of the section; a run replaces only its own.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from _machine import machine_line
-from _sections import write_section
+from _machine import cpu_flags, machine_line
+from _sections import write_machine_part
 from bench_train import _random_set, matmul_gflops
 from orient3d.config import Config, apply_overrides
-from orient3d.devices import tune_allocator
+from orient3d.devices import autocast, tune_allocator
 from orient3d.model import VAE
 from orient3d.training import loop as train
 from orient3d.training.distributed import Dist
@@ -73,10 +75,10 @@ def _in_optimizer(event: Any) -> bool:
     return False
 
 
-def profile_steps(res: int, steps: int) -> dict[str, float]:
-    """Self CPU time (µs) per group over ``steps`` training steps at ``res``³ (fp32)."""
+def profile_steps(res: int, steps: int, precision: str = "fp32") -> dict[str, float]:
+    """Self CPU time (µs) per group over ``steps`` training steps at ``res``³."""
     cfg = apply_overrides(
-        Config(), [f"data.res={res}", "train.batch_size=64", 'train.precision="fp32"']
+        Config(), [f"data.res={res}", "train.batch_size=64", f'train.precision="{precision}"']
     )
     data = _random_set(64, res)
     st = build_state(cfg, data, torch.device("cpu"), Dist())
@@ -107,8 +109,10 @@ def _timed(fn: Callable[[], Any], reps: int) -> tuple[float, int]:
     return statistics.median(times), counter.get_total_flops()
 
 
-def layer_rows(res: int, reps: int) -> list[dict[str, Any]]:
-    """Each conv layer of the default model at ``res``³: shape, median ms, GFLOP/s."""
+def layer_rows(res: int, reps: int, precision: str = "fp32") -> list[dict[str, Any]]:
+    """Each conv layer of the default model at ``res``³: shape, median ms, GFLOP/s
+    (under the training step's autocast for ``precision``)."""
+    cpu = torch.device("cpu")
     cfg = apply_overrides(Config(), [f"data.res={res}"])
     vae = VAE(cfg.model, res).use_channels_last(True)
     fmt = torch.channels_last_3d
@@ -120,7 +124,9 @@ def layer_rows(res: int, reps: int) -> list[dict[str, Any]]:
                 x = h.detach().requires_grad_(not (part == "encoder" and i == 0))
 
                 def step(m: nn.Module = m, x: Tensor = x) -> None:
-                    m(x).sum().backward()
+                    with autocast(cpu, precision):
+                        y = m(x).float().sum()
+                    y.backward()
 
                 t, flops = _timed(step, reps)
                 rows.append(
@@ -144,14 +150,22 @@ def layer_rows(res: int, reps: int) -> list[dict[str, Any]]:
     return rows
 
 
+INTRO = (
+    "Where a training step's time goes (`benchmarks/profile_train.py`): the share of "
+    "each op group, and each convolution layer's speed against the matmul peak in the "
+    "same precision. Each part below is one machine kind and precision; a run replaces "
+    "only its own part."
+)
+
+
 def render(results: dict[int, dict[str, Any]], args: Any, peak: float) -> str:
     lines = [
-        "## Training profile",
-        "",
-        f"`python benchmarks/profile_train.py --steps {args.steps} --threads {args.threads}`, "
+        f"`python benchmarks/profile_train.py --steps {args.steps} --threads {args.threads} "
+        f"--precision {args.precision}`, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine_line()}, "
-        f"torch {torch.__version__}, {args.threads} thread(s), fp32, tuned allocator; fp32 "
-        f"matmul peak (2048²) {peak:.0f} GFLOP/s. The default model (width 32, batch 64, "
+        f"torch {torch.__version__}, {args.threads} thread(s), {args.precision}, tuned "
+        f"allocator; {args.precision} matmul peak (2048²) {peak:.0f} GFLOP/s. The default "
+        "model (width 32, batch 64, "
         'Z = 32, channels_last_3d) on the training loop\'s own step, as in "Training".',
         "",
         f"Share of the CPU time of {args.steps} profiled steps (`torch.profiler`, ops' self "
@@ -191,23 +205,25 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=8, help="timed calls per layer")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--res", type=int, nargs="+", default=[16, 32])
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--no-write", action="store_true", help="print instead of editing BENCHMARKS.md")
     args = p.parse_args()
     tune_allocator()
     torch.set_num_threads(args.threads)
     print(machine_line(), flush=True)
-    peak = matmul_gflops()
+    peak = matmul_gflops(dtype=torch.bfloat16 if args.precision == "bf16" else torch.float32)
     results = {
         res: {
-            "shares": shares(profile_steps(res, args.steps)),
-            "layers": layer_rows(res, args.reps),
+            "shares": shares(profile_steps(res, args.steps, args.precision)),
+            "layers": layer_rows(res, args.reps, args.precision),
         }
         for res in args.res
     }
     text = render(results, args, peak)
-    print(text)
+    part = f"{cpu_flags()[0]}, {args.precision}"
+    print(f"## Training profile\n\n### {part}\n\n{text}")
     if not args.no_write:
-        write_section(text)
+        write_machine_part("## Training profile", INTRO, part, text)
 
 
 if __name__ == "__main__":
