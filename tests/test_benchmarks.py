@@ -46,8 +46,7 @@ def test_write_machine_part_replaces_only_this_machines_part(tmp_path: Path) -> 
     write_machine_part("## Training", "intro", "AMD", "amd rows", path)
     text = path.read_text()
     assert text == (
-        "# Benchmarks\n\n## Training\n\nintro\n\n### Intel\n\nintel rows\n\n"
-        "### AMD\n\namd rows\n"
+        "# Benchmarks\n\n## Training\n\nintro\n\n### Intel\n\nintel rows\n\n### AMD\n\namd rows\n"
     )
     write_machine_part("## Training", "intro 2", "Intel", "new intel", path)
     text = path.read_text()

@@ -49,3 +49,33 @@ def test_tiny_demo_end_to_end(
     assert main(["demo", "--tiny", "--workers", "1", "--out", str(out)]) == 0
     again = (out / "single_vs_all" / "runs" / "latent-2_mode-single_seed-0" / "results.json").stat()
     assert again.st_mtime_ns == mtime.st_mtime_ns
+
+
+def test_question_2s_augmented_baseline_trains_longer_on_the_same_test_objects() -> None:
+    from orient3d.config import config_differences
+    from orient3d.experiments import expand_runs
+    from orient3d.experiments.demo import demo_specs
+
+    runs = {r.name: r.config for r in expand_runs(demo_specs()["search_modes"])}
+    oracle, augmented = runs["oracle_seed-0"], runs["augmented_seed-0"]
+    assert set(config_differences(augmented, oracle)) == {
+        "train.mode",
+        "data.n_train",
+        "model.width",
+        "train.batch_size",
+        "train.lr",
+    }
+    assert augmented.data.n_train > oracle.data.n_train  # more objects, ...
+    # ... the same test objects: the pose measurements compare object by object
+    for key in ("source", "res", "n_test"):
+        assert getattr(augmented.data, key) == getattr(oracle.data, key)
+    assert augmented.seed == oracle.seed
+    # the search models differ from the oracle in the mode and the search settings only
+    for name in ("search-hard_seed-0", "search-soft_seed-0"):
+        assert {k.split(".")[0] for k in config_differences(runs[name], oracle)} <= {
+            "train",
+            "search",
+        }
+        assert [k for k in config_differences(runs[name], oracle) if k.startswith("train.")] == [
+            "train.mode"
+        ]

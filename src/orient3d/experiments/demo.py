@@ -34,7 +34,9 @@ DEMO_ORDER = ("single_vs_all", "recover", "search_modes")
 _SIZES: dict[str, tuple[Any, Any]] = {
     "seeds": ([0, 1, 2], [0, 1]),
     "latents": ([2, 8, 32], [2, 8]),
-    "search_latent": (8, 4),
+    # latent 32: the augmented baseline below (width 32, 2048 objects) reached test IoU
+    # 0.49 at epoch 5 against 0.38 at latent 8 (one seed each); compute barely depends on it
+    "search_latent": (32, 4),
     "data": (
         {"res": 16, "n_train": 512, "n_test": 128},
         {"res": 16, "n_train": 16, "n_test": 8},
@@ -60,18 +62,36 @@ _SIZES: dict[str, tuple[Any, Any]] = {
         {"epochs": 12, "batch_size": 16, "lr": 1e-2, "checkpoint_every": 4},
         {"epochs": 1, "batch_size": 8, "lr": 2e-3, "checkpoint_every": 1},
     ),
+    # question 2's augmented baseline: all 24 poses are harder to encode (question 1),
+    # and within the others' budget it ended at test IoU 0.29-0.31 (RESULTS.md, "The
+    # demo's question-2 models"), below the floor its pose verdict needs. It trains
+    # with the recipe of configs/augmented.toml on 4x the objects (the same 64 test
+    # objects): width 32, batch 32, lr 1e-3, 8 epochs gave test IoU 0.52-0.55 over
+    # seeds 0-2 in 3.4 s per epoch (1 thread); the others' 10 epochs leave a margin.
+    # It searches nothing in training, so it costs a fraction of one search run.
+    "augmented_recipe": (
+        [
+            "data.n_train=2048",
+            "model.width=32",
+            "train.batch_size=32",
+            "train.lr=1e-3",
+        ],
+        [],
+    ),
     # soft keeps the 4 best of 24 candidates (top_k): 6x fewer rows to train on
     "search": ({"warmup_epochs": 3, "top_k": 4}, {"warmup_epochs": 0, "top_k": 4}),
     "n_objects": (36, 4),
     "picture_objects": (5, 2),
 }
 
-_SEARCH_VARIANTS = {
-    "oracle": ["train.mode=single"],
-    "augmented": ["train.mode=augmented"],
-    "search-hard": ["train.mode=search", "search.choice=hard"],
-    "search-soft": ["train.mode=search", "search.choice=soft"],
-}
+
+def _search_variants(tiny: bool) -> dict[str, list[str]]:
+    return {
+        "oracle": ["train.mode=single"],
+        "augmented": ["train.mode=augmented", *_size("augmented_recipe", tiny)],
+        "search-hard": ["train.mode=search", "search.choice=hard"],
+        "search-soft": ["train.mode=search", "search.choice=soft"],
+    }
 
 
 def _size(key: str, tiny: bool) -> Any:
@@ -126,7 +146,7 @@ def demo_specs(tiny: bool = False, overrides: Sequence[str] = ()) -> dict[str, E
         "kind": "search_modes",
         "seeds": seeds,
         "base": search_base,
-        "variants": _SEARCH_VARIANTS,
+        "variants": _search_variants(tiny),
         "options": {
             "n_objects": _size("n_objects", tiny),
             "picture_objects": _size("picture_objects", tiny),
