@@ -56,8 +56,8 @@ from typing import Any
 
 import torch
 
-from _machine import machine_line
-from _sections import write_section
+from _machine import cpu_flags, machine_line
+from _sections import write_machine_part
 from orient3d.config import Config, dumps, load_config
 from orient3d.data import VoxelSet, load_data, split_validation
 from orient3d.devices import tune_allocator
@@ -73,6 +73,11 @@ from orient3d.training.pose_head import REPORT, fit_run
 ROOT = Path(__file__).resolve().parents[1]
 VOXNET = ROOT.parent / "shared" / "data" / "modelnet10_vox32" / "voxnet32_test.npz"
 HEADING = "## Pose head"
+INTRO = (
+    "Recovery with the orientation head's proposals against exhaustive search "
+    "(`benchmarks/bench_pose_head.py`). Each part below is one machine kind, as its CPU "
+    "names itself; a run replaces only its own part."
+)
 GOAL_SPEED, GOAL_LOSS = 100.0, 1.0  # objects/s (judged at each thread count); points lost
 Variant = tuple[int, int, str, float]  # (proposals K, head views V, precision, head mass)
 EXHAUSTIVE: Variant = (24, 1, "fp32", 1.0)
@@ -441,7 +446,8 @@ def main() -> int:
     text = section(args, machine, facts)
     print(text)
     if not args.no_write:
-        write_section(text)
+        body = text.split("\n", 1)[1]  # without the heading: this machine's part
+        write_machine_part(HEADING, INTRO, cpu_flags()[0], body)
     return 0
 
 
