@@ -79,8 +79,8 @@ def native_bf16(device: torch.device) -> bool:
 
 # bf16 autocast pays on a CPU when its bf16 matmul runs at least this many times fp32's.
 # Measured (BENCHMARKS.md, "## Precision by machine kind" and "## Training"): an AMD
-# EPYC with AVX512-BF16 ran bf16 matmuls at about 4× fp32 and trained 1.3–1.5× faster in
-# bf16, scored poses 1.5–1.7× faster; an Intel Xeon with AVX512-BF16 and no AMX ran
+# EPYC with AVX512-BF16 ran bf16 matmuls at about 4× fp32 and trained 1.2–1.8× faster in
+# bf16, scored poses 1.4–1.7× faster; an Intel Xeon with AVX512-BF16 and no AMX ran
 # them at 0.56× and trained at 0.90× fp32. The flags alone do not tell the two apart.
 BF16_MIN_SPEEDUP = 2.0
 

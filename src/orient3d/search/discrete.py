@@ -57,7 +57,7 @@ def scoring_precision(device: torch.device, precision: str) -> str:
 
     ``auto`` is training's choice (:func:`orient3d.devices.bf16_pays`): bf16 on CUDA
     with bf16 and on CPUs whose bf16 matmul runs at least twice fp32's. On an AMD EPYC
-    with AVX512-BF16 bf16 scored 1.5–1.7× fp32's rows/s and picked fp32's rotation for
+    with AVX512-BF16 bf16 scored 1.4–1.7× fp32's rows/s and picked fp32's rotation for
     152 of 152 objects (BENCHMARKS.md, "## Precision by machine kind"); on an Intel
     Xeon with AVX512-BF16 and no AMX it was no faster ("## Search per-step overhead");
     CPUs without native bf16 emulate it, several times slower.
