@@ -237,7 +237,7 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     intro, model, body = render(runs, agreement(args.objects, max(THREADS)), args)
-    print(f"### {model}\n\n{body}")
+    print(f"{HEADING}\n\n### {model}\n\n{body}")
     if not args.no_write:
         write_machine_part(HEADING, intro, model, body)
 

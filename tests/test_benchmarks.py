@@ -127,6 +127,32 @@ def _by_first_column(table: Table) -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.slow
+def test_bench_precision_rates_ratios_and_choices_agree(tmp_path: Path) -> None:
+    import torch
+
+    from orient3d.devices import native_bf16
+
+    if not (BENCH.parents[1] / "shared" / "data" / "modelnet10_vox32").is_dir():
+        pytest.skip("../shared/data (ModelNet10) is absent")
+    if not native_bf16(torch.device("cpu")):
+        pytest.skip("no native bf16: emulated bf16 takes minutes a step at 32³")
+    out = _run("bench_precision.py", ["--budget", "0", "--objects", "8", "--no-write"], tmp_path)
+    ((_, rows),) = _printed_tables(out, "## Precision by machine kind")
+    threads = {r[2] for r in rows}
+    assert {(r[0], r[1], r[2]) for r in rows} == {
+        (d, p, t) for d in ("16", "32") for p in ("training step", "scoring pass") for t in threads
+    }
+    per_call = {"training step": {"16": "64 samples", "32": "64 samples"},
+                "scoring pass": {"16": "384 rows", "32": "192 rows"}}  # fmt: skip
+    for r in rows:
+        assert r[3] == per_call[r[1]][r[0]]
+        fp32, bf16 = float(r[4]), float(r[5])
+        assert float(r[6].rstrip("×")) == pytest.approx(bf16 / fp32, rel=0.03)
+    agree, n = map(int, re.search(r"bf16 picks fp32's rotation for (\d+) of (\d+)", out).groups())
+    assert n == 8 and 0 <= agree <= n
+
+
+@pytest.mark.slow
 def test_bench_train_worker_reports_the_models_flops(tmp_path: Path) -> None:
     out = _run("bench_train.py", ["--worker", "16", "fp32", "1", "--budget", "0.2"], tmp_path)
     row = json.loads(out.strip().splitlines()[-1])
