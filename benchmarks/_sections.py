@@ -50,3 +50,14 @@ def write_machine_part(heading: str, intro: str, machine: str, body: str,
     else:
         kept.append(mine)
     write_section(f"{heading}\n\n{intro.strip()}\n\n" + "".join(kept), path)
+
+
+def show_machine_part(heading: str, intro: str, body: str, write: bool, suffix: str = "") -> None:
+    """Print this machine's part of section ``heading`` (named by its CPU, plus
+    ``suffix``) and, with ``write``, put it in BENCHMARKS.md (:func:`write_machine_part`)."""
+    from _machine import cpu_flags
+
+    part = cpu_flags()[0] + suffix
+    print(f"{heading}\n\n### {part}\n\n{body.strip()}\n")
+    if write:
+        write_machine_part(heading, intro, part, body)

@@ -56,8 +56,8 @@ from typing import Any
 
 import torch
 
-from _machine import cpu_flags, machine_line
-from _sections import write_machine_part
+from _machine import machine_line
+from _sections import show_machine_part
 from orient3d.config import Config, dumps, load_config
 from orient3d.data import VoxelSet, load_data, split_validation
 from orient3d.devices import tune_allocator
@@ -444,10 +444,8 @@ def main() -> int:
         "seconds": time.perf_counter() - t0,
     }
     text = section(args, machine, facts)
-    print(text)
-    if not args.no_write:
-        body = text.split("\n", 1)[1]  # without the heading: this machine's part
-        write_machine_part(HEADING, INTRO, cpu_flags()[0], body)
+    body = text.split("\n", 1)[1]  # without the heading: this machine's part
+    show_machine_part(HEADING, INTRO, body, write=not args.no_write)
     return 0
 
 

@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from _machine import cpu_flags, machine_line
-from _sections import write_machine_part
+from _machine import machine_line
+from _sections import show_machine_part
 from bench_train import _random_set, matmul_gflops
 from orient3d.config import Config, ModelConfig, apply_overrides
 from orient3d.devices import native_bf16, resolve_precision, tune_allocator
@@ -49,6 +49,13 @@ from orient3d.training.state import build_state
 ROOT = Path(__file__).resolve().parents[1]
 VOXNET = ROOT.parent / "shared" / "data" / "modelnet10_vox32" / "voxnet32_test.npz"
 HEADING = "## Precision by machine kind"
+INTRO = (
+    "fp32 against bf16 per machine kind (`benchmarks/bench_precision.py`): samples/s "
+    "of a training step and rows/s of a pose-scoring pass, interleaved call by call "
+    "in one process per thread count, and whether bf16 changes the pose a model "
+    "picks. Each part below is one machine kind, as its CPU names itself; a run "
+    "replaces only its own part."
+)
 THREADS = sorted({1, min(2, os.cpu_count() or 1)})
 SCORED = {16: 16, 32: 8}  # objects per scoring pass (× 24 rows)
 O = cube_group()
@@ -161,9 +168,8 @@ def agreement(n_objects: int, threads: int) -> dict[str, Any]:
     }
 
 
-def render(runs: list[dict[str, Any]], agr: dict[str, Any], args: Any) -> tuple[str, str, str]:
+def render(runs: list[dict[str, Any]], agr: dict[str, Any], args: Any) -> str:
     cpu = torch.device("cpu")
-    model, _ = cpu_flags()
     peaks = "; ".join(
         f"{r['threads']} thread{'s' * (r['threads'] > 1)}: fp32 {r['peak']['fp32']:.0f}, "
         f"bf16 {r['peak']['bf16']:.0f} GFLOP/s"
@@ -209,14 +215,7 @@ def render(runs: list[dict[str, Any]], agr: dict[str, Any], args: Any) -> tuple[
             f"- {kind}: bf16 / fp32 median {med:.2f}× (range {min(ratio[kind]):.2f}–"
             f"{max(ratio[kind]):.2f}×); `precision = auto` picks {auto} here: {verdict}."
         )
-    intro = (
-        "fp32 against bf16 per machine kind (`benchmarks/bench_precision.py`): samples/s "
-        "of a training step and rows/s of a pose-scoring pass, interleaved call by call "
-        "in one process per thread count, and whether bf16 changes the pose a model "
-        "picks. Each part below is one machine kind, as its CPU names itself; a run "
-        "replaces only its own part."
-    )
-    return intro, model, "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -236,10 +235,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--worker", str(t), "--budget", str(args.budget)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    intro, model, body = render(runs, agreement(args.objects, max(THREADS)), args)
-    print(f"{HEADING}\n\n### {model}\n\n{body}")
-    if not args.no_write:
-        write_machine_part(HEADING, intro, model, body)
+    body = render(runs, agreement(args.objects, max(THREADS)), args)
+    show_machine_part(HEADING, INTRO, body, write=not args.no_write)
 
 
 if __name__ == "__main__":

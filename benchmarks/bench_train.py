@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _machine import cpu_flags, machine_line
-from _sections import write_machine_part
+from _machine import machine_line
+from _sections import show_machine_part
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet
 from orient3d.devices import bf16_matmul_speedup, native_bf16, resolve_precision, tune_allocator
@@ -286,10 +286,7 @@ def main() -> None:
         return
     rows = run_variants(args.repeats, args.budget, args.total)
     text = render(rows, quality(args.epochs), args)
-    model = cpu_flags()[0]
-    print(f"### {model}\n\n{text}")
-    if not args.no_write:
-        write_machine_part("## Training", INTRO, model, text)
+    show_machine_part("## Training", INTRO, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from _machine import cpu_flags, machine_line
-from _sections import write_machine_part
+from _machine import machine_line
+from _sections import show_machine_part
 from bench_train import _random_set, matmul_gflops
 from orient3d.config import Config, apply_overrides
 from orient3d.devices import autocast, tune_allocator
@@ -220,10 +220,9 @@ def main() -> None:
         for res in args.res
     }
     text = render(results, args, peak)
-    part = f"{cpu_flags()[0]}, {args.precision}"
-    print(f"## Training profile\n\n### {part}\n\n{text}")
-    if not args.no_write:
-        write_machine_part("## Training profile", INTRO, part, text)
+    show_machine_part(
+        "## Training profile", INTRO, text, write=not args.no_write, suffix=f", {args.precision}"
+    )
 
 
 if __name__ == "__main__":
