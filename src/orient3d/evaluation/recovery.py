@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from typing import Any, Literal
 
@@ -43,7 +42,7 @@ from torch import Tensor
 
 from orient3d.data import VoxelSet
 from orient3d.errors import ConfigError
-from orient3d.geometry.groups import cube_group, rotate
+from orient3d.geometry.groups import cube_group, rotate, view_elements
 from orient3d.metrics.recovery import recovery_accuracy
 from orient3d.metrics.stats import wilson_ci
 from orient3d.model import VAE
@@ -181,20 +180,6 @@ def check_proposals(model: VAE, proposals: int) -> int:
 
 
 @functools.cache
-def view_elements() -> tuple[int, ...]:
-    """The elements of O whose views :func:`head_log_probs` averages, in order: the
-    identity, the quarter, half and three-quarter turns about z (the up axis), then
-    the others by index."""
-    o = cube_group()
-    about_z = sorted(
-        (round(float(o.angles[g] * o.axes[g, 2]) % math.tau, 6), g)  # 90°, 180°, 270°
-        for g in range(1, len(o))
-        if abs(float(o.axes[g, 2])) > 0.99
-    )
-    first = [0, *(g for _, g in about_z)]
-    return (*first, *(g for g in range(len(o)) if g not in first))
-
-
 def head_log_probs(model: VAE, x: Tensor, views: int = 1, precision: Precision = "fp32") -> Tensor:
     """``(B, G)``: the orientation head's log-probabilities of every element ``r`` for
     grids ``x`` ``(B, D, D, D)`` as shown (eval mode, no gradients), averaged over

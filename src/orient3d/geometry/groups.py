@@ -15,6 +15,7 @@ This module imports nothing else of orient3d.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ __all__ = [
     "same_voxels",
     "stabilizer",
     "stabilizer_mask",
+    "view_elements",
 ]
 
 
@@ -384,3 +386,18 @@ def same_voxels(stab_mask: Tensor, group: CubeGroup, g1: Tensor | int, g2: Tenso
         return stab_mask[rel]
     rel = rel.expand(stab_mask.shape[0]) if rel.dim() == 0 else rel
     return stab_mask.gather(1, rel.reshape(-1, 1).to(stab_mask.device)).squeeze(1)
+
+
+def view_elements() -> tuple[int, ...]:
+    """The elements of O in the order exact views of a grid are taken when a head's
+    answers are averaged over views (``orient3d.evaluation.recovery.head_log_probs``,
+    ``head-refine`` of ``orient3d.search.continuous``): the identity, the quarter,
+    half and three-quarter turns about z (the up axis), then the others by index."""
+    o = cube_group()
+    about_z = sorted(
+        (round(float(o.angles[g] * o.axes[g, 2]) % math.tau, 6), g)  # 90°, 180°, 270°
+        for g in range(1, len(o))
+        if abs(float(o.axes[g, 2])) > 0.99
+    )
+    first = [0, *(g for _, g in about_z)]
+    return (*first, *(g for g in range(len(o)) if g not in first))

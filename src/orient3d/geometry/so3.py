@@ -41,6 +41,7 @@ __all__ = [
     "covering_radius",
     "geodesic_angle",
     "grid_spacing",
+    "left_cube_permutation",
     "matrix_to_axis_angle",
     "matrix_to_quaternion",
     "matrix_to_sixd",
@@ -262,6 +263,27 @@ def so3_grid(level: int, dtype: torch.dtype = torch.float32) -> Tensor:
     8× the points). Sizes: 24, 96, 720, 8304 for levels 0–3.
     """
     return _grid64(level).to(dtype)
+
+
+@functools.cache
+def left_cube_permutation(level: int) -> Tensor:
+    """``(24, N)`` long: entry ``[g, i]`` is the index of ``M_g · grid[i]`` in the grid of
+    ``level`` (``M_g`` the cube rotation ``g`` of ``cube_group()``).
+
+    The grid is a union of the 24 cells' points moved by every ``M`` in O, so turning it
+    on the left by a cube rotation permutes it; turning a rotation ``R`` in cell ``i``
+    lands ``M_g R`` in cell ``[g, i]``, since ``M_g`` is an isometry of SO(3).
+    """
+    grid = _grid64(level)  # (N, 3, 3)
+    qg = matrix_to_quaternion(grid)  # (N, 4)
+    rows = []
+    for m in _cube_matrices():
+        dots = (matrix_to_quaternion(m @ grid) @ qg.T).abs()  # (N, N)
+        best, idx = dots.max(dim=1)
+        if bool((best < 1 - 1e-9).any()):
+            raise AssertionError(f"the level-{level} grid is not closed under the cube group")
+        rows.append(idx)
+    return torch.stack(rows)
 
 
 @functools.cache
