@@ -21,6 +21,12 @@ Methods (one interface, :func:`estimate_pose`, dispatched through :data:`METHODS
   of the first pass land on such a turn of the truth (a 90° or 180° error, the
   object nearly symmetric under it), a basin the coarse grid ranked too low;
   BENCHMARKS.md, "Continuous pose", measures the gain.
+- ``head-refine`` (not in :data:`METHODS`: it needs a fitted
+  :class:`orient3d.training.so3_head.So3Head`, passed as ``head``): the head's ``top_k``
+  cells of its grid stand in for the scored coarse grid, then the same subdivision
+  rounds, gradient and ``cosets`` as ``grid-refine``. With ``head_views`` the head's
+  log-probabilities are averaged over that many exact cube-turned views of the grid;
+  each view costs one encoder pass, counted as one forward pass.
 
 Cost counting, per object: one *forward* pass per scored grid (a candidate or a
 gradient step's evaluation); a gradient step also counts one *backward* pass,
@@ -32,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -44,7 +51,16 @@ from orient3d.model import VAE
 from orient3d.search.options import PoseOptions, check_search_options
 from orient3d.search.poses import PoseSearch, score_poses, search
 
-__all__ = ["METHODS", "PoseOptions", "PoseResult", "estimate_pose", "frozen_eval", "pose_scores"]
+__all__ = [
+    "HEAD_METHOD",
+    "METHODS",
+    "PoseOptions",
+    "PoseResult",
+    "cell_log_probs",
+    "estimate_pose",
+    "frozen_eval",
+    "pose_scores",
+]
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +174,52 @@ def _grid_refine(model: VAE, x: Tensor, opt: PoseOptions) -> PoseResult:
     """Coarse grid, subdivision rounds and gradient; then, with ``cosets``, the same
     again from the best ``cosets`` of the 24 cube-group turns of the pose found, keeping
     each object's better result (module docstring)."""
-    first = _search_refine(model, x, opt, None)
+    return _with_cosets(model, x, opt, _search_refine(model, x, opt, None))
+
+
+def _level(head: nn.Module) -> int:
+    return int(typing.cast(int, head.level))
+
+
+def cell_log_probs(head: nn.Module, x: Tensor, views: int = 1) -> Tensor:
+    """``(B, N)``: a head's log-probabilities of the cells of its grid (``head.grid``,
+    level ``head.level``) for grids ``x (B, D, D, D)`` as shown, summed over ``views``
+    exact views ``M_q·x`` (:func:`orient3d.geometry.groups.view_elements`): the view of
+    ``x = R·c`` is ``(M_q R)·c``, so its cell ``[q, i]`` of
+    :func:`orient3d.geometry.so3.left_cube_permutation` scores cell ``i`` of ``R``.
+    Eval mode, no gradients; the head's mode is restored."""
+    o = groups.cube_group()
+    perm = so3.left_cube_permutation(_level(head)).to(x.device)  # (24, N)
+    was = head.training
+    head.eval()
+    total = torch.zeros(x.shape[0], perm.shape[1], device=x.device)
+    try:
+        with torch.no_grad():
+            for q in groups.view_elements()[:views]:
+                logp = torch.log_softmax(head(groups.rotate(x, o, q)).float(), dim=1)
+                total += logp[:, perm[q]]
+    finally:
+        head.train(was)
+    return total
+
+
+def _head_refine(model: VAE, x: Tensor, opt: PoseOptions, head: nn.Module) -> PoseResult:
+    """``grid-refine`` from the head's ``top_k`` cells instead of the scored coarse grid."""
+    total = cell_log_probs(head, x, opt.head_views)  # (B, N)
+    grid = typing.cast(Tensor, head.grid).to(x.device, torch.float32)  # (N, 3, 3)
+    top = total.topk(min(opt.top_k, grid.shape[0]), dim=1).indices  # (B, k)
+    R = grid[top]  # (B, k, 3, 3)
+    b, k = top.shape
+    start = Pose(R.cpu(), torch.zeros(b, k, 3), torch.ones(b, k))
+    sub = replace(opt, grid_level=_level(head))  # the rounds continue below its grid
+    first = _search_refine(model, x, sub, start)
+    passes = first.forward_passes + opt.head_views
+    return _with_cosets(model, x, sub, replace(first, forward_passes=passes))
+
+
+def _with_cosets(model: VAE, x: Tensor, opt: PoseOptions, first: PoseResult) -> PoseResult:
+    """With ``cosets``: the search again from the best ``cosets`` cube-group turns of
+    ``first``'s pose; each object keeps the better of the two results."""
     if opt.cosets == 0:
         return first
     again = _search_refine(model, x, replace(opt, top_k=opt.cosets), _cube_turns(first.R))
@@ -176,6 +237,7 @@ METHODS: dict[str, Callable[[VAE, Tensor, PoseOptions], PoseResult]] = {
     "cube-start": _cube_start,
     "grid-refine": _grid_refine,
 }
+HEAD_METHOD = "head-refine"  # estimate_pose with a fitted head (module docstring)
 
 
 def estimate_pose(
@@ -190,25 +252,40 @@ def estimate_pose(
     grid_level: int = PoseOptions.grid_level,
     chunk: int = PoseOptions.chunk,
     cosets: int = PoseOptions.cosets,
+    head_views: int = PoseOptions.head_views,
     generator: torch.Generator | None = None,
+    head: nn.Module | None = None,
 ) -> PoseResult:
-    """Estimate each object's rotation ``R`` (``x ≈ R·c``) with one of :data:`METHODS`.
+    """Estimate each object's rotation ``R`` (``x ≈ R·c``) with one of :data:`METHODS`,
+    or with ``"head-refine"`` and a fitted ``head``.
 
     Args:
         model: a trained VAE; put in eval mode for the call, its parameters untouched.
         x: ``(B, D, D, D)`` grids (binary or soft).
-        method: ``"gradient"``, ``"cube-start"`` or ``"grid-refine"``.
-        steps, lr, top_k, levels, grid_level, chunk, cosets: see :class:`PoseOptions`.
+        method: ``"gradient"``, ``"cube-start"``, ``"grid-refine"`` or ``"head-refine"``.
+        steps, lr, top_k, levels, grid_level, chunk, cosets, head_views: see
+            :class:`PoseOptions` (``head-refine`` takes its grid level from the head).
         generator: unused by the deterministic methods here (the score takes the
             encoder mean); accepted so that every method has one signature.
+        head: for ``"head-refine"``: an :class:`orient3d.training.so3_head.So3Head`
+            fitted to this model (:func:`orient3d.training.so3_head.fit_so3_head`).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown pose method {method!r}; known: {sorted(METHODS)}")
+    if method == HEAD_METHOD:
+        if head is None:
+            raise ValueError(f"pose method {HEAD_METHOD!r} needs a fitted head (head=...)")
+    elif method not in METHODS:
+        known = sorted([*METHODS, HEAD_METHOD])
+        raise ValueError(f"unknown pose method {method!r}; known: {known}")
     if x.dim() != 4:
         raise ValueError(f"x must be (B, D, D, D), got {tuple(x.shape)}")
     del generator
     check_search_options(steps, top_k, levels, cosets, str)  # a ConfigError is a ValueError
-    opt = PoseOptions(steps, lr, top_k, levels, grid_level, chunk, cosets)
+    if not 1 <= head_views <= 24:
+        raise ValueError(f"head_views: {head_views} is invalid, must be in 1..24")
+    opt = PoseOptions(steps, lr, top_k, levels, grid_level, chunk, cosets, head_views)
     device = next(model.parameters()).device
     with frozen_eval(model):
+        if method == HEAD_METHOD:
+            assert head is not None
+            return _head_refine(model, x.to(device, torch.float32), opt, head)
         return METHODS[method](model, x.to(device, torch.float32), opt)

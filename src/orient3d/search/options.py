@@ -26,6 +26,9 @@ class PoseOptions:
     # the pose found (the same subdivision rounds and gradient) and keep the better of
     # the two; 0: off. Most failures of the plain search are such turns (90° or 180°).
     cosets: int = 4
+    # head-refine: the head's log-probabilities averaged over this many exact cube-turned
+    # views of each grid (orient3d.geometry.groups.view_elements), one encoder pass each
+    head_views: int = 1
 
 
 def check_search_options(

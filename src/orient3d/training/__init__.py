@@ -7,4 +7,6 @@
 - :mod:`.distributed`: several processes (``torchrun``) training one model;
 - :mod:`.pose_head`: the optional orientation head, fitted after training
   (``model.pose_head``) to propose poses for recovery.
+- :mod:`.so3_head`: a head fitted to a trained model that ranks the cells of an SO(3)
+  grid, the proposals of continuous pose estimation's ``head-refine``.
 """
