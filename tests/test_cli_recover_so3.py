@@ -43,6 +43,32 @@ def test_recover_so3_merges_into_recover_json(
     assert "so3" in runs.read_json(run / "recover.json")
 
 
+def test_recover_so3_head_refine_fits_its_head_on_the_training_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = [f"--{o}" for o in TINY] + [f"--data.cache_dir={tmp_path / 'cache'}", "--train.epochs=1"]
+    args += ["--train.mode=search"]  # a learned frame: the head's grids are searched into it
+    assert main(["train", "--out", str(run), *args]) == 0
+    so3 = ["recover", str(run), "--rotations", "so3", "--n", "3", "--steps", "2"]
+    small = ["--top-k", "2", "--levels", "1", "--cosets", "0", "--head-views", "4"]
+    assert main([*so3, "--method", "head-refine", "--so3-head-epochs", "2", *small]) == 0
+    r = runs.read_json(run / "recover.json")["so3"]["head-refine"]
+    # 4 head views, its 2 cells, one subdivision of 2 × 27, steps + 1
+    assert r["forward_passes"] == 4 + 2 + 2 * 27 + 3 and r["n"] == 3
+    assert r["head"]["epochs"] == 2 and r["head"]["head_views"] == 4
+    assert set(r["head"]["train_top_k"]) == {"1", "4", "8", "16"}
+    printed = capsys.readouterr().out
+    assert "fitting the SO(3) proposal head on 24 training objects" in printed
+    assert any(line.startswith("head-refine") for line in printed.splitlines())
+    assert main([*so3, "--method", "all"]) == 0  # "all": the three that need no head
+    assert set(runs.read_json(run / "recover.json")["so3"]) == {
+        "gradient", "cube-start", "grid-refine", "head-refine",
+    }  # fmt: skip
+    assert main([*so3, "--method", "head-refine", "--so3-head-epochs", "0"]) != 0
+    assert "--so3-head-epochs: 0 is invalid, must be >= 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [

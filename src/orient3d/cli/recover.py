@@ -1,7 +1,7 @@
 """Recover the orientation of rotated test objects with a trained run's model.
 
   orient3d recover RUN [--n N] [--data PATH] [--choice hard|soft] [--proposals K [--head-mass M]]
-  orient3d recover RUN --rotations so3 [--method gradient|cube-start|grid-refine|all ...]
+  orient3d recover RUN --rotations so3 [--method METHOD ...]
 
 Each test object (the run's test split, or every object of --data PATH: a whole
 file or folder, no split; --n caps how many) is turned by a random element of O
@@ -23,9 +23,16 @@ scoring. Choose M on validation objects (BENCHMARKS.md, "Pose head").
 
 With --rotations so3 each of N test objects (default: up to 50) is turned by a
 uniform random rotation (trilinear resampling, thresholded at 0.5) and each
---method (repeatable, or "all") estimates it (orient3d.search.continuous.recover_continuous):
-success rate (error < --threshold degrees modulo symmetry), median error and
-forward passes per object go under "so3" in RUN/recover.json, other keys kept.
+--method (gradient, cube-start, grid-refine, head-refine; repeatable, or "all")
+estimates it (orient3d.evaluation.continuous.recover_continuous): success rate
+(error < --threshold degrees modulo symmetry), median error and forward passes per
+object go under "so3" in RUN/recover.json, other keys kept.
+"all" is gradient, cube-start and grid-refine. --method head-refine first fits an
+SO(3) proposal head (orient3d.training.so3_head) for --so3-head-epochs epochs on the
+run's training split turned into the model's frame (for single and augmented runs
+the dataset's stored frame), then scores only its --top-k cells in place of the
+coarse grid, averaging it over --head-views exact views; the fit's figures go
+beside the method's.
 """
 
 from __future__ import annotations
@@ -72,8 +79,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="V",
-        help="with --proposals: average the head over V views of each object (1..24; "
-        "V encoder passes: 4 recovered more, BENCHMARKS.md)",
+        help="with --proposals, or so3 head-refine: average the head over V views of each "
+        "object (1..24; V encoder passes: 4 recovered more, BENCHMARKS.md)",
     )
     parser.add_argument(
         "--head-mass",
@@ -85,7 +92,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", help="device (default: the run's train.device)")
     parser.add_argument("--rotations", choices=("cube", "so3"), default="cube")
-    methods = (*METHOD_NAMES, "all")
+    methods = (*METHOD_NAMES, "head-refine", "all")
     parser.add_argument("--method", action="append", choices=methods, help="so3 (repeatable)")
     parser.add_argument("--threshold", type=float, default=10.0, help="so3 success, degrees")
     parser.add_argument("--steps", type=int, default=PoseOptions.steps, help="so3 gradient")
@@ -97,17 +104,39 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         default=PoseOptions.cosets,
         help="so3 grid: search again from the K best cube-group turns of the pose found (0: off)",
     )
+    parser.add_argument(
+        "--so3-head-epochs",
+        type=int,
+        default=60,
+        metavar="E",
+        help="so3 head-refine: epochs of its proposal head's fit (each a fresh rotation of "
+        "every training object)",
+    )
 
 
-def _so3(args: argparse.Namespace, model: VAE, test: VoxelSet, seed: int) -> dict[str, Any]:
+def _so3(
+    args: argparse.Namespace, run_cfg: Config, model: VAE, test: VoxelSet, seed: int
+) -> dict[str, Any]:
     """Continuous recovery (``pose_eval.recover_continuous``) merged into RUN/recover.json."""
     import torch
 
     from orient3d.evaluation import continuous as pose_eval
 
     picked = args.method or ["all"]
-    methods = list(METHOD_NAMES) if "all" in picked else list(dict.fromkeys(picked))
+    methods = list(dict.fromkeys([*(METHOD_NAMES if "all" in picked else ()), *picked]))
+    methods = [m for m in methods if m != "all"]
     n = min(len(test), 50) if args.n is None else args.n
+    head: dict[str, Any] = {}
+    fitted: dict[str, Any] = {}
+    if "head-refine" in methods:
+        fit = _fit_so3_head(args, run_cfg, model)
+        head = {"head": fit.head, "head_views": args.head_views}
+        fitted = {
+            "epochs": args.so3_head_epochs,
+            "seconds": fit.seconds,
+            "train_top_k": fit.train_top_k,
+            "head_views": args.head_views,
+        }
     result = pose_eval.recover_continuous(
         model,
         test.voxels,
@@ -120,13 +149,33 @@ def _so3(args: argparse.Namespace, model: VAE, test: VoxelSet, seed: int) -> dic
         top_k=args.top_k,
         levels=args.levels,
         cosets=args.cosets,
+        **head,
     )["so3"]
+    if fitted:
+        result["head-refine"]["head"] = fitted
     path = Path(args.run) / "recover.json"
     merged: dict[str, Any] = runs.read_json(path) if path.exists() else {}
     merged["so3"] = {**merged.get("so3", {}), **result}
     merged["source"] = runs.checkpoint_source(args.run)
     runs.write_json(path, merged)
     return result
+
+
+def _fit_so3_head(args: argparse.Namespace, cfg: Config, model: VAE) -> Any:
+    """The SO(3) proposal head fitted on the training split of the run (config ``cfg``,
+    as the run recorded it: not --data) in the model's frame."""
+    import torch
+
+    from orient3d.data import load_data
+    from orient3d.training.modes import get_mode
+    from orient3d.training.pose_head import model_frame
+    from orient3d.training.so3_head import fit_so3_head
+
+    train_set = load_data(cfg)[0]
+    mode = get_mode(cfg.train.mode)(cfg, train_set, torch.Generator().manual_seed(cfg.seed))
+    grids = model_frame(model, mode, train_set.voxels)
+    print(f"fitting the SO(3) proposal head on {len(grids)} training objects ...")
+    return fit_so3_head(model, grids, epochs=args.so3_head_epochs, seed=cfg.seed)
 
 
 def so3_table(result: dict[str, Any]) -> str:
@@ -165,8 +214,12 @@ def _check_proposals(args: argparse.Namespace, cfg: Config) -> None:
         raise ConfigError(f"--proposals: {k} is invalid, must be in 0..24 (0: all 24)")
     if args.rotations == "so3" and k:
         raise ConfigError("--proposals applies to --rotations cube only")
-    if args.head_views != 1 and not 0 < k < 24:
-        raise ConfigError("--head-views needs --proposals K with K in 1..23 (the head's)")
+    so3_head = args.rotations == "so3" and "head-refine" in (args.method or [])
+    if args.head_views != 1 and not 0 < k < 24 and not so3_head:
+        raise ConfigError(
+            "--head-views needs --proposals K with K in 1..23 (the head's), or "
+            "--rotations so3 --method head-refine"
+        )
     if not 1 <= args.head_views <= 24:
         raise ConfigError(f"--head-views: {args.head_views} is invalid, must be in 1..24")
     if not 0 < args.head_mass <= 1:
@@ -192,6 +245,8 @@ def main(args: argparse.Namespace) -> int:
     check_search_options(  # the continuous search's options, before any model loads
         args.steps, args.top_k, args.levels, args.cosets, lambda f: "--" + f.replace("_", "-")
     )
+    if args.so3_head_epochs < 1:
+        raise ConfigError(f"--so3-head-epochs: {args.so3_head_epochs} is invalid, must be >= 1")
     cfg0 = runs.read_run_config(args.run)  # (a wrong RUN is reported before torch loads)
     _check_proposals(args, cfg0)
     import torch
@@ -205,7 +260,7 @@ def main(args: argparse.Namespace) -> int:
         used = min(len(test_set), 50)
     print(f"recovering {used} of {len(test_set)} objects: {where}")
     if args.rotations == "so3":
-        print(so3_table(_so3(args, model, test_set, seed)))
+        print(so3_table(_so3(args, cfg0, model, test_set, seed)))
         return 0
     result = recover(
         model,
