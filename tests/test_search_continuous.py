@@ -172,3 +172,16 @@ def test_recover_continuous_is_json_ready(trained: tuple[VAE, torch.Tensor]) -> 
     row = json.loads(json.dumps(out))["so3"]["grid-refine"]
     assert 0.0 <= row["success_rate"] <= 1.0 and 0.0 <= row["median_error_deg"] <= 180.0
     assert row["forward_passes"] == 3 + 24 + 27 and row["n"] == 3
+    # By class: the same draw, split by label; the counts and rates add up to the whole.
+    labels = torch.tensor([0, 1, 1, 0, 1, 0])
+    split = pose.recover_continuous(
+        model, x, stab, 3, ("grid-refine",), torch.Generator().manual_seed(0),
+        labels=labels, class_names=("a", "b"),
+        steps=2, grid_level=0, levels=1, top_k=1, cosets=0,
+    )["so3"]["grid-refine"]  # fmt: skip
+    assert split["success_rate"] == row["success_rate"]
+    by = split["by_class"]
+    assert set(by) <= {"a", "b"} and sum(v["n"] for v in by.values()) == 3
+    for key in ("success_rate", "scored_at_most_truth"):
+        total = sum(v[key] * v["n"] for v in by.values()) / 3
+        assert total == pytest.approx(split[key])

@@ -26,7 +26,7 @@ uniform random rotation (trilinear resampling, thresholded at 0.5) and each
 --method (gradient, cube-start, grid-refine, head-refine; repeatable, or "all")
 estimates it (orient3d.evaluation.continuous.recover_continuous): success rate
 (error < --threshold degrees modulo symmetry), median error and forward passes per
-object go under "so3" in RUN/recover.json, other keys kept.
+object (and per class) go under "so3" in RUN/recover.json, other keys kept.
 "all" is gradient, cube-start and grid-refine. --method head-refine first fits an
 SO(3) proposal head (orient3d.training.so3_head) for --so3-head-epochs epochs on the
 run's training split turned into the model's frame (for single and augmented runs
@@ -149,6 +149,8 @@ def _so3(
         top_k=args.top_k,
         levels=args.levels,
         cosets=args.cosets,
+        labels=test.labels,
+        class_names=test.class_names,
         **head,
     )["so3"]
     if fitted:

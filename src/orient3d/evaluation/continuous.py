@@ -73,6 +73,27 @@ def _summary(err: Tensor, found: Tensor, truth: Tensor, threshold_deg: float) ->
     }
 
 
+def _by_class(
+    labels: Tensor,
+    names: Sequence[str],
+    err: Tensor,
+    found: Tensor,
+    truth: Tensor,
+    threshold: float,
+) -> dict[str, dict[str, Any]]:
+    """Success and found ≤ truth per class of the drawn objects (``labels (n,)``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in sorted(set(labels.tolist())):
+        m = labels == c
+        name = names[c] if c < len(names) else str(c)
+        out[name] = {
+            "n": int(m.sum()),
+            "success_rate": float((err[m] < threshold).float().mean()),
+            "scored_at_most_truth": float((found[m] <= truth[m] + 1e-3).float().mean()),
+        }
+    return out
+
+
 def recover_continuous(
     model: VAE,
     test_voxels: Tensor,
@@ -83,6 +104,8 @@ def recover_continuous(
     *,
     threshold_deg: float = 10.0,
     batch: int = 16,
+    labels: Tensor | None = None,
+    class_names: Sequence[str] = (),
     **options: Any,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Recover random SO(3) rotations of test objects with each method.
@@ -102,6 +125,9 @@ def recover_continuous(
         at least as well as the true one (the search did not lose to its model).
         ``failures_scored_below_truth``: the same among the failures only (the
         score's fault there, not the search's); None without failures.
+        With ``labels`` (``(N,)`` class indices of ``test_voxels``, names in
+        ``class_names``) each method also gets ``"by_class"``: ``{name: {"n",
+        "success_rate", "scored_at_most_truth"}}`` over the objects drawn.
     """
     idx, R_true, x = rotated_test_set(test_voxels, n, generator)
     device = next(model.parameters()).device
@@ -122,5 +148,9 @@ def recover_continuous(
             "n": len(idx),
             "threshold_deg": threshold_deg,
         }
+        if labels is not None:
+            out[m]["by_class"] = _by_class(
+                labels[idx], class_names, err, found, truth, threshold_deg
+            )
         log.info("so3 %s: %s", m, out[m])
     return {"so3": out}
