@@ -186,6 +186,7 @@ def test_bench_pose_counts_passes_from_its_options(tmp_path: Path) -> None:
     steps, n, top_k, cosets = 2, 2, 3, 1
     args = ["--epochs", "1", "--n-train", "16", "--n", str(n), "--steps", str(steps)]
     args += ["--top-k", str(top_k), "--cosets", str(cosets), "--curve", "2:0,2:1"]
+    args += ["--head-epochs", "1", "--head-views", "4", "--head-curve", "1:0"]
     out = _run("bench_pose.py", [*args, "--no-write"], tmp_path)
     printed = json.loads(out[: out.index("## Continuous pose")])
     result = printed["so3"]
@@ -194,29 +195,46 @@ def test_bench_pose_counts_passes_from_its_options(tmp_path: Path) -> None:
     def grid_refine(k: int, c: int) -> int:  # grid, rounds, gradient; then the turns again
         return grid1 + k * refine + steps + 1 + (24 + c * refine + steps + 1 if c else 0)
 
+    def head_refine(k: int, c: int) -> int:  # 4 head views, its k cells in place of the grid
+        return 4 + k + k * refine + steps + 1 + (24 + c * refine + steps + 1 if c else 0)
+
     forward = {  # scored grids: the starts, the refinement rounds, one per gradient step + 1
         "gradient": steps + 1,
         "cube-start": 24 + steps + 1,
         "grid-refine": grid_refine(top_k, cosets),
+        "head-refine": head_refine(top_k, cosets),
     }
     assert set(result) == set(forward)
     for method, r in result.items():
-        backward = 2 * steps if method == "grid-refine" else steps
+        backward = 2 * steps if method in ("grid-refine", "head-refine") else steps
         assert (r["n"], r["backward_passes"], r["forward_passes"]) == (n, backward, forward[method])
         assert 0 <= r["success_rate"] <= 1 and 0 <= r["median_error_deg"] <= 180
         assert 0 <= r["scored_at_most_truth"] <= 1
-    methods, curve, grids = _printed_tables(out, "## Continuous pose")
+    methods, curve, by_class, grids = _printed_tables(out, "## Continuous pose")
     rows = _by_first_column(methods)
     for method, r in result.items():
         assert rows[method]["forward / object"] == str(forward[method])
         assert rows[method]["success"] == f"{r['success_rate']:.2f}"
         assert rows[method]["found ≤ truth"] == f"{r['scored_at_most_truth']:.2f}"
     # The curve: one row per setting, in order of cost, each counted from its own options.
-    assert [(r["top_k"], r["cosets"]) for r in printed["curve"]] == [(2, 0), (2, 1)]
-    assert [[*r[:2], r[-2]] for r in curve[1]] == [
-        ["2", "0", str(grid_refine(2, 0))],
-        ["2", "1", str(grid_refine(2, 1))],
+    assert [(r["method"], r["top_k"], r["cosets"]) for r in printed["curve"]] == [
+        ("grid-refine", 2, 0),
+        ("grid-refine", 2, 1),
+        ("head-refine", 1, 0),
     ]
+    assert [[*r[:3], r[-2]] for r in curve[1]] == [
+        ["grid-refine", "2", "0", str(grid_refine(2, 0))],
+        ["grid-refine", "2", "1", str(grid_refine(2, 1))],
+        ["head-refine", "1", "0", str(head_refine(1, 0))],
+    ]
+    assert "fitted in" in out and "on the 16 training objects" in out
+    # By class: the main table's two grid methods, over the same n objects.
+    assert by_class[0] == ["class", "objects", "grid-refine", "head-refine"]
+    assert sum(int(r[1]) for r in by_class[1]) == n
+    for method, column in (("grid-refine", 2), ("head-refine", 3)):
+        for r in by_class[1]:
+            cell = result[method]["by_class"][r[0]]
+            assert r[column] == f"{cell['success_rate']:.2f} / {cell['scored_at_most_truth']:.2f}"
     assert [r[:2] for r in grids[1]] == [["0", "24"], ["1", str(grid1)]]
 
 
