@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from _machine import machine_line
-from _sections import write_section
+from _sections import show_machine_part
 from _side_by_side import Run, make_run, train_epoch
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet, train_test
@@ -58,6 +58,12 @@ from orient3d.search import canonical_pose, canonicalize
 from orient3d.training.loop import fit
 
 HEADING = "## Search per-step overhead"
+INTRO = (
+    "Search training's cost per step and per run against augmented training, and the "
+    "answer of the speed-ups against full search (`benchmarks/bench_search_overhead.py`). "
+    "Each part below is one machine kind, as its CPU names itself; a run replaces only "
+    "its own part."
+)
 O = cube_group()
 BASE = [
     "data.res=16",
@@ -398,9 +404,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         ans = answer(args.seeds, args.check_n, args.check_epochs, Path(d))
     text = section(args, machine, steady, speeds, ans)
-    print(text)
-    if not args.no_write:
-        write_section(text)
+    body = text.split("\n", 1)[1]  # without the heading: this machine's part
+    show_machine_part(HEADING, INTRO, body, write=not args.no_write)
     return 0
 
 
