@@ -65,6 +65,10 @@ def test_recover_so3_head_refine_fits_its_head_on_the_training_split(
     assert set(runs.read_json(run / "recover.json")["so3"]) == {
         "gradient", "cube-start", "grid-refine", "head-refine",
     }  # fmt: skip
+    # By default head-refine averages its head over all 24 views of each object.
+    assert main([*so3, "--method", "head-refine", "--so3-head-epochs", "1", *small[:-2]]) == 0
+    r = runs.read_json(run / "recover.json")["so3"]["head-refine"]
+    assert r["head"]["head_views"] == 24 and r["forward_passes"] == 24 + 2 + 2 * 27 + 3
     assert main([*so3, "--method", "head-refine", "--so3-head-epochs", "0"]) != 0
     assert "--so3-head-epochs: 0 is invalid, must be >= 1" in capsys.readouterr().err
 

@@ -77,10 +77,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--head-views",
         type=int,
-        default=1,
         metavar="V",
-        help="with --proposals, or so3 head-refine: average the head over V views of each "
-        "object (1..24; V encoder passes: 4 recovered more, BENCHMARKS.md)",
+        help="with --proposals (default 1), or so3 head-refine (default 24): average the "
+        "head over V exact views of each object (1..24; V encoder passes; BENCHMARKS.md)",
     )
     parser.add_argument(
         "--head-mass",
@@ -217,11 +216,13 @@ def _check_proposals(args: argparse.Namespace, cfg: Config) -> None:
     if args.rotations == "so3" and k:
         raise ConfigError("--proposals applies to --rotations cube only")
     so3_head = args.rotations == "so3" and "head-refine" in (args.method or [])
-    if args.head_views != 1 and not 0 < k < 24 and not so3_head:
+    if args.head_views not in (None, 1) and not 0 < k < 24 and not so3_head:
         raise ConfigError(
             "--head-views needs --proposals K with K in 1..23 (the head's), or "
             "--rotations so3 --method head-refine"
         )
+    if args.head_views is None:
+        args.head_views = 24 if so3_head else 1
     if not 1 <= args.head_views <= 24:
         raise ConfigError(f"--head-views: {args.head_views} is invalid, must be in 1..24")
     if not 0 < args.head_mass <= 1:
