@@ -55,6 +55,7 @@ from orient3d.metrics.consistency import class_consistency, global_consistency
 from orient3d.metrics.stats import format_ci, mean_ci
 from orient3d.model import VAE
 from orient3d.search import canonical_pose, canonicalize
+from orient3d.search.discrete import scoring_precision
 from orient3d.training.loop import fit
 
 HEADING = "## Search per-step overhead"
@@ -328,7 +329,9 @@ def section(
         f"ratios swing; CPU-time ratios at 1 thread are the steadier), torch "
         f"{torch.__version__}. Each search variant against augmented training. "
         f"16³ procedural data, {args.n_train} training objects, latent 16, batch 64, fp32 "
-        f"training, {args.epochs} epochs (1 warm-up). Default: the default SearchConfig "
+        f"training, search scoring in {scoring_precision(torch.device('cpu'), 'auto')} "
+        f"(`search.precision=auto` on this machine), {args.epochs} epochs (1 warm-up). "
+        "Default: the default SearchConfig "
         "(cache on, one cached pose, refresh every 16 search epochs, 5% of each step "
         "searched in full, the staleness probe every epoch, max_stale 0.05); adaptive: the "
         "same with `search.proposals=8`, `search.adaptive_proposals=true`.",
