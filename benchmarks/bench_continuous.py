@@ -13,7 +13,10 @@ forward passes per sample, and the final test MSE under protocol ``so3+search``
 (each test object turned by a fixed seeded SO(3) rotation, resampled and
 thresholded; pose by the full coarse-to-fine search; x̂ = P·decode(encode(P⁻¹x)))
 and under ``so3`` (no search), plus the consistency of the canonical pose.
-Replaces only the "## Continuous search training" section of BENCHMARKS.md.
+``--precision`` sets training and scoring alike (``train.precision`` and
+``continuous.precision``; ``auto``, the default config's, resolves per machine). Each
+machine kind and precision writes its own part of the "## Continuous search training"
+section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -26,18 +29,24 @@ from pathlib import Path
 import torch
 
 from _machine import machine_line
-from _sections import write_section
+from _sections import show_machine_part
 from _side_by_side import Run, make_run, train_epoch
 from orient3d.data import VoxelSet, train_test
-from orient3d.devices import tune_allocator
+from orient3d.devices import resolve_precision, tune_allocator
 from orient3d.evaluation.protocols import evaluate, so3_eval_rotations
 from orient3d.geometry.groups import cube_group
 from orient3d.model import VAE
+from orient3d.search.discrete import scoring_precision
 from orient3d.search.poses import search
 from orient3d.training.modes.continuous import canonical_consistency, search_options
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Continuous search training"
+INTRO = (
+    "Continuous (SO(3)) search training against augmented training "
+    "(`benchmarks/bench_continuous.py`). Each part below is one machine kind, as its CPU "
+    "names itself, and one precision; a run replaces only its own part."
+)
 O = cube_group()
 BASE = [
     "data.res=16",
@@ -45,8 +54,6 @@ BASE = [
     "model.latent=16",
     "train.batch_size=32",
     "train.lr=2e-3",
-    "train.precision=fp32",
-    "continuous.precision=fp32",
 ]
 REFERENCE = "augmented (O, reference)"
 
@@ -92,9 +99,14 @@ def final_metrics(run: Run, test: VoxelSet) -> dict[str, float]:
     }
 
 
+def _base(precision: str) -> list[str]:
+    return [*BASE, f"train.precision={precision}", f"continuous.precision={precision}"]
+
+
 def train_all(args: argparse.Namespace, train: VoxelSet) -> dict[str, Run]:
     vs = variants(args.epochs, args.warmup)
-    runs = {n: make_run(n, BASE, ov, args.epochs, train) for n, ov in vs.items()}
+    base = _base(args.precision)
+    runs = {n: make_run(n, base, ov, args.epochs, train) for n, ov in vs.items()}
     names = list(runs)
     for epoch in range(1, args.epochs + 1):
         k = epoch % len(names)
@@ -119,18 +131,23 @@ def row(run: Run, ref: Run, final: dict[str, float], first: int) -> str:
 
 
 def markdown(args: argparse.Namespace, rows: list[str], runs: dict[str, Run], t: float) -> str:
+    """This machine's part of the section (without the heading)."""
     cont = runs[DEFAULTS].extras
     change = [e.get("pose_change_median_deg") for e in cont[args.warmup + 1 :]]
+    cpu = torch.device("cpu")
+    train_p, score_p = (
+        resolve_precision(cpu, args.precision),
+        scoring_precision(cpu, args.precision),
+    )
     return "\n".join(
         [
-            HEADING,
-            "",
             f"`python benchmarks/bench_continuous.py --epochs {args.epochs} --n-train "
-            f"{args.n_train} --warmup {args.warmup}`, "
+            f"{args.n_train} --warmup {args.warmup} --precision {args.precision}`, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
             f"{machine_line()}, torch threads {args.threads}, torch {torch.__version__}; "
             f"{t:.0f} s in all. 16³ procedural data ({args.n_train} train / {args.n_test} test), "
-            "width 16, latent 16, batch 32, Adam 2e-3 constant, fp32; every variant from the "
+            f"width 16, latent 16, batch 32, Adam 2e-3 constant, training in {train_p}, "
+            f"scoring in {score_p}; every variant from the "
             f"same initial weights and data order, {args.epochs} epochs interleaved, "
             f"{args.warmup} warm-up epochs (SO(3) views, no search). Search (defaults): SO(3) "
             "grid level 1 (96) → top 4 → 27 neighbours each at level 2 (204 forward passes "
@@ -164,6 +181,12 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2, help="warm-up epochs (views, no search)")
     p.add_argument("--n-test", type=int, default=48)
     p.add_argument("--threads", type=int, default=1, help="1: stable timings on a shared machine")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="training and scoring (auto: the default config's choice on this machine)",
+    )
     p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args()
     tune_allocator()
@@ -177,10 +200,9 @@ def main() -> int:
         final = final_metrics(run, test)
         print(run.name, final, flush=True)
         rows.append(row(run, ref, final, args.warmup))
-    text = markdown(args, rows, runs, time.perf_counter() - t0)
-    print(text)
-    if not args.no_write:
-        write_section(text)
+    body = markdown(args, rows, runs, time.perf_counter() - t0)
+    precision = resolve_precision(torch.device("cpu"), args.precision)
+    show_machine_part(HEADING, INTRO, body, write=not args.no_write, suffix=f", {precision}")
     return 0
 
 

@@ -272,6 +272,7 @@ def test_bench_continuous_table_agrees_with_its_runs(tmp_path: Path) -> None:
     assert set(rows) == set(_by_first_column(documented[0]))
     passes = len(so3.so3_grid(1)) + 4 * 27  # defaults: grid level 1, top 4, 27 neighbours
     assert f"({passes} forward passes per sample)" in out
+    assert "--precision auto`" in out and re.search(r"training in (fp32|bf16), scoring in", out)
     for name in ("augmented (O, reference)", "SO(3)-augmented (views, no search)"):
         assert rows[name]["forward passes / sample"] == "0"
     assert rows["augmented (O, reference)"]["ratio to augmented (median)"] == "1.00×"
