@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,12 +87,20 @@ def test_tiny_experiment_end_to_end(tmp_path: Path) -> None:
             "seeds": [0],
             "base": base,
             "variants": VARIANTS,
-            "options": {"n": 2, "steps": 1, "top_k": 2, "levels": 1},
+            "options": {
+                "n": 2, "steps": 1, "top_k": 2, "levels": 1, "head_epochs": 2, "head_views": 2,
+                "methods": ["gradient", "cube-start", "grid-refine", "head-refine"],
+            },
         }
-    )
+    )  # fmt: skip
     summary = run_experiment(spec, tmp_path)
     single = json.loads((tmp_path / "runs" / "single_seed-0" / "continuous.json").read_text())
-    assert set(single["so3"]) == {"gradient", "cube-start", "grid-refine"}
+    assert set(single["so3"]) == {"gradient", "cube-start", "grid-refine", "head-refine"}
+    assert single["so3_head"]["epochs"] == 2
+    # 2 head views, its 2 cells, one round of 2 × 27, 1 step + 1; then 4 cube turns again
+    head = single["so3"]["head-refine"]
+    assert head["forward_passes"] == (2 + 2 + 2 * 27 + 2) + (24 + 4 * 27 + 2)
+    assert sum(c["n"] for c in head["by_class"].values()) == 2
     cont = json.loads((tmp_path / "runs" / "continuous_seed-0" / "continuous.json").read_text())
     assert 0 < cont["consistency"]["consistency"] <= 1
     assert "forward passes per object" in summary["answers"][0]["answer"]
@@ -110,10 +119,12 @@ def test_shipped_config_loads() -> None:
     [
         ({"cosets": 25}, "options.cosets: 25 is invalid, must be in 0..24"),
         ({"top_k": 0}, "options.top_k: 0 is invalid, must be >= 1"),
+        ({"methods": ["grid"]}, "options.methods: 'grid' is not one of gradient, cube-start"),
+        ({"head_views": 0}, "options.head_views: 0 is invalid, must be in 1..24"),
     ],
 )
 def test_pose_search_options_are_refused_before_training(
-    tmp_path: Path, option: dict[str, int], message: str
+    tmp_path: Path, option: dict[str, Any], message: str
 ) -> None:
     base = {"data": {"res": 16, "n_train": 16, "n_test": 4}, "model": {"width": 4, "latent": 4}}
     spec = spec_from_dict(

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from orient3d.errors import ConfigError, RunError
 from orient3d.rundir import runs
-from orient3d.search.options import METHOD_NAMES, PoseOptions, check_search_options
+from orient3d.search.options import HEAD_METHOD, METHOD_NAMES, PoseOptions, check_search_options
 
 if TYPE_CHECKING:  # main imports the heavy code
     from orient3d.config import Config
@@ -91,7 +91,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", help="device (default: the run's train.device)")
     parser.add_argument("--rotations", choices=("cube", "so3"), default="cube")
-    methods = (*METHOD_NAMES, "head-refine", "all")
+    methods = (*METHOD_NAMES, HEAD_METHOD, "all")
     parser.add_argument("--method", action="append", choices=methods, help="so3 (repeatable)")
     parser.add_argument("--threshold", type=float, default=10.0, help="so3 success, degrees")
     parser.add_argument("--steps", type=int, default=PoseOptions.steps, help="so3 gradient")
@@ -127,7 +127,7 @@ def _so3(
     n = min(len(test), 50) if args.n is None else args.n
     head: dict[str, Any] = {}
     fitted: dict[str, Any] = {}
-    if "head-refine" in methods:
+    if HEAD_METHOD in methods:
         fit = _fit_so3_head(args, run_cfg, model)
         head = {"head": fit.head, "head_views": args.head_views}
         fitted = {
@@ -153,7 +153,7 @@ def _so3(
         **head,
     )["so3"]
     if fitted:
-        result["head-refine"]["head"] = fitted
+        result[HEAD_METHOD]["head"] = fitted
     path = Path(args.run) / "recover.json"
     merged: dict[str, Any] = runs.read_json(path) if path.exists() else {}
     merged["so3"] = {**merged.get("so3", {}), **result}
@@ -215,7 +215,7 @@ def _check_proposals(args: argparse.Namespace, cfg: Config) -> None:
         raise ConfigError(f"--proposals: {k} is invalid, must be in 0..24 (0: all 24)")
     if args.rotations == "so3" and k:
         raise ConfigError("--proposals applies to --rotations cube only")
-    so3_head = args.rotations == "so3" and "head-refine" in (args.method or [])
+    so3_head = args.rotations == "so3" and HEAD_METHOD in (args.method or [])
     if args.head_views not in (None, 1) and not 0 < k < 24 and not so3_head:
         raise ConfigError(
             "--head-views needs --proposals K with K in 1..23 (the head's), or "

@@ -6,8 +6,11 @@ After training each run gets ``continuous.json``
 
 - a ``single`` run: :func:`orient3d.search.continuous.recover_continuous` on ``n`` test
   objects turned by uniform SO(3) rotations (the run's seed; resampled and
-  thresholded at 0.5), every method of :data:`orient3d.search.continuous.METHODS`: success
-  rate (error < ``threshold_deg`` modulo symmetry), median error, forward passes;
+  thresholded at 0.5), each method of ``options.methods`` (those of
+  :data:`orient3d.search.continuous.METHODS`, and ``head-refine``, which first fits an
+  SO(3) proposal head, :mod:`orient3d.training.so3_head`, on the run's training
+  split in its stored frame for ``head_epochs``): success rate (error <
+  ``threshold_deg`` modulo symmetry), median error, forward passes;
 - a ``continuous`` run: the consistency of its canonical pose
   (:func:`orient3d.training.modes.continuous.canonical_consistency`: the test objects turned
   by the fixed seeded SO(3) rotations of protocol ``so3+search``, each pose found
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orient3d.errors import ConfigError
 from orient3d.experiments.cells import (
     Cell,
     cells,
@@ -50,7 +54,7 @@ from orient3d.experiments.common import (
 )
 from orient3d.experiments.spec import ExperimentSpec, RunSpec
 from orient3d.metrics.stats import mean_ci
-from orient3d.search.options import PoseOptions, check_search_options
+from orient3d.search.options import HEAD_METHOD, METHOD_NAMES, PoseOptions, check_search_options
 
 __all__ = ["KIND", "Options", "analyze", "answer", "summarize"]
 
@@ -72,6 +76,8 @@ class Options:
     top_k: int = PoseOptions.top_k  # grid-refine: kept per level
     levels: int = PoseOptions.levels  # grid-refine: subdivision rounds
     cosets: int = PoseOptions.cosets  # grid-refine: cube-group turns searched again
+    head_epochs: int = 60  # head-refine: epochs of its proposal head's fit
+    head_views: int = 24  # head-refine: exact views its head is averaged over
     radius_deg: float = 15.0  # consistency: the ball around one canonical rotation
 
 
@@ -85,6 +91,7 @@ def analyze(task: AnalysisTask) -> None:
     from orient3d.evaluation.protocols import load_run, so3_eval_rotations
     from orient3d.rundir.runs import read_run_config, write_json
     from orient3d.training.modes.continuous import canonical_consistency, search_options
+    from orient3d.training.so3_head import fit_so3_head
 
     out = task.path / OUTPUT
     if out.is_file():
@@ -95,6 +102,16 @@ def analyze(task: AnalysisTask) -> None:
     o = task.options
     result: dict[str, Any] = {"mode": cfg.train.mode, "n_objects": len(test)}
     if cfg.train.mode == "single":
+        head: dict[str, Any] = {}
+        if HEAD_METHOD in o.methods:  # a single run's frame is the stored one
+            train_set = load_data(cfg)[0]
+            fit = fit_so3_head(model, train_set.voxels, epochs=o.head_epochs, seed=cfg.seed)
+            head = {"head": fit.head, "head_views": o.head_views}
+            result["so3_head"] = {
+                "epochs": o.head_epochs,
+                "seconds": fit.seconds,
+                "train_top_k": fit.train_top_k,
+            }
         result["so3"] = recover_continuous(
             model,
             test.voxels,
@@ -107,6 +124,9 @@ def analyze(task: AnalysisTask) -> None:
             top_k=o.top_k,
             levels=o.levels,
             cosets=o.cosets,
+            labels=test.labels,
+            class_names=test.class_names,
+            **head,
         )["so3"]
     elif cfg.train.mode == "continuous":
         R_true = so3_eval_rotations(len(test), cfg.seed)
@@ -334,6 +354,14 @@ def check(spec: ExperimentSpec, options: Options) -> None:
     check_grid_values(spec, "train.mode", ("single", "continuous"), "continuous")
     o = options
     check_search_options(o.steps, o.top_k, o.levels, o.cosets, lambda f: f"options.{f}")
+    known = (*METHOD_NAMES, HEAD_METHOD)
+    for m in o.methods:
+        if m not in known:
+            raise ConfigError(f"options.methods: {m!r} is not one of {', '.join(known)}")
+    if o.head_epochs < 1:
+        raise ConfigError(f"options.head_epochs: {o.head_epochs} is invalid, must be >= 1")
+    if not 1 <= o.head_views <= 24:
+        raise ConfigError(f"options.head_views: {o.head_views} is invalid, must be in 1..24")
 
 
 def _wants(run: RunSpec, options: Options) -> bool:

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from orient3d.geometry import groups, so3
 from orient3d.geometry.transforms import Pose
 from orient3d.model import VAE
-from orient3d.search.options import PoseOptions, check_search_options
+from orient3d.search.options import HEAD_METHOD, PoseOptions, check_search_options
 from orient3d.search.poses import PoseSearch, score_poses, search
 
 __all__ = [
@@ -237,7 +237,6 @@ METHODS: dict[str, Callable[[VAE, Tensor, PoseOptions], PoseResult]] = {
     "cube-start": _cube_start,
     "grid-refine": _grid_refine,
 }
-HEAD_METHOD = "head-refine"  # estimate_pose with a fitted head (module docstring)
 
 
 def estimate_pose(

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 from orient3d.errors import ConfigError
 
-__all__ = ["METHOD_NAMES", "PoseOptions", "check_search_options"]
+__all__ = ["HEAD_METHOD", "METHOD_NAMES", "PoseOptions", "check_search_options"]
 
 # the keys of orient3d.search.continuous.METHODS, in order
 METHOD_NAMES = ("gradient", "cube-start", "grid-refine")
+# the method that needs a fitted proposal head (orient3d.training.so3_head)
+HEAD_METHOD = "head-refine"
 
 
 @dataclass(frozen=True)
