@@ -146,7 +146,14 @@ def test_bf16_pays_only_where_native_and_its_matmul_is_twice_fp32s(
     from orient3d import devices
 
     cpu = torch.device("cpu")
-    speed = bf16_matmul_speedup()
+    bf16_matmul_speedup.cache_clear()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        speed = bf16_matmul_speedup()  # on one thread, and the setting is restored
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     assert 0 < speed < float("inf") and bf16_matmul_speedup() == speed  # measured once
     assert bf16_pays(cpu) == (native_bf16(cpu) and speed >= devices.BF16_MIN_SPEEDUP)
     for native, ratio, want in [(True, 4.1, True), (True, 0.56, False), (False, 9.0, False)]:

@@ -86,17 +86,27 @@ BF16_MIN_SPEEDUP = 2.0
 
 
 @functools.cache
-def bf16_matmul_speedup(n: int = 512, rounds: int = 5) -> float:
+def bf16_matmul_speedup(n: int = 512, rounds: int = 8) -> float:
     """This CPU's bf16 matmul throughput over fp32's (``n``², interleaved, best of
-    ``rounds`` each), measured once per process at its thread setting, in ~30 ms."""
+    ``rounds`` each), measured once per process in ~50 ms.
+
+    Measured on one thread whatever the process's setting: the ratio is a property of
+    the cores' instructions, and one thread does not wait on a sibling that other jobs
+    have descheduled. At 2 threads on an AMD EPYC with its other core busy the ratio
+    read 3.4–4.1 (once 1.99, which flipped ``auto``), on one thread 4.0–4.2."""
     a32 = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
     a16 = a32.to(torch.bfloat16)
     best = {torch.float32: float("inf"), torch.bfloat16: float("inf")}
-    for _ in range(rounds + 1):  # the first round warms up
-        for a in (a32, a16):
-            t0 = time.perf_counter()
-            a @ a
-            best[a.dtype] = min(best[a.dtype], time.perf_counter() - t0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(rounds + 1):  # the first round warms up
+            for a in (a32, a16):
+                t0 = time.perf_counter()
+                a @ a
+                best[a.dtype] = min(best[a.dtype], time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
     return best[torch.float32] / max(best[torch.bfloat16], 1e-9)
 
 
