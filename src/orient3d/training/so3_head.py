@@ -50,6 +50,7 @@ __all__ = ["So3Head", "So3HeadFit", "cell_targets", "fit_so3_head", "head_top_k"
 log = logging.getLogger(__name__)
 
 HIDDEN = 256
+EVAL_OBJECTS = 1024  # training objects whose last views fit_so3_head reports its top-k on
 
 
 class So3Head(nn.Module):
@@ -126,7 +127,8 @@ def head_top_k(
 class So3HeadFit:
     head: So3Head
     train_loss: float  # mean symmetric NLL over the last epoch
-    train_top_k: dict[str, float]  # head_top_k on the last epoch's views (train mode off)
+    train_top_k: dict[str, float]  # head_top_k on the last epoch's views (eval mode), at
+    # most EVAL_OBJECTS of them
     seconds: float
 
 
@@ -161,7 +163,7 @@ def fit_so3_head(
         torch.manual_seed(seed)
         head = So3Head(model, level).to(device)
     stab = groups.stabilizer_mask(x, groups.cube_group()) if stabilizers is None else stabilizers
-    c = x.float()
+    c = x  # as stored (uint8 grids stay small); each batch is resampled in float32
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=epochs * math.ceil(len(c) / batch)
@@ -181,7 +183,8 @@ def fit_so3_head(
             sched.step()
             loss_sum += float(per.detach().sum())
     head.eval()
-    top = head_top_k(head, _views(c, R, binarize), R, stab)
+    k = min(len(c), EVAL_OBJECTS)  # the last epoch's views of the first objects
+    top = head_top_k(head, _views(c[:k], R[:k], binarize), R[:k], stab[:k])
     seconds = time.perf_counter() - t0
     log.info("SO(3) head fitted in %.1f s: loss %.3f, top-k %s", seconds, loss_sum / len(c), top)
     return So3HeadFit(head, loss_sum / len(c), top, seconds)
