@@ -5,7 +5,6 @@ its passes."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -15,30 +14,7 @@ from orient3d import groups, pose, so3
 from orient3d.config import ModelConfig
 from orient3d.model import VAE
 from orient3d.training.so3_head import cell_targets, fit_so3_head, head_top_k
-
-RES = 16
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _objects(n: int, gen: torch.Generator) -> Tensor:
-    """``(n, 16, 16, 16)`` unions of 3 random boxes, with a trivial stabilizer in O."""
-    out: list[Tensor] = []
-    while len(out) < n:
-        x = torch.zeros(RES, RES, RES)
-        for _ in range(3):
-            lo = torch.randint(2, 9, (3,), generator=gen)
-            size = torch.randint(2, 7, (3,), generator=gen)
-            x[lo[0] : lo[0] + size[0], lo[1] : lo[1] + size[1], lo[2] : lo[2] + size[2]] = 1
-        if int(groups.stabilizer_mask(x, groups.cube_group()).sum()) == 1:
-            out.append(x)
-    return torch.stack(out)
+from test_search_continuous import RES, _objects, one_thread  # noqa: F401 (an autouse fixture)
 
 
 def test_cell_targets_match_the_nearest_cell_by_brute_force() -> None:
