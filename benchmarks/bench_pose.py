@@ -86,7 +86,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 def _model(args: argparse.Namespace) -> tuple[Config, Any, str]:
     if args.run is not None:
         cfg, model = load_run(args.run)
-        return cfg, model, f"reused run `{args.run}`"
+        iou = json.loads((args.run / "results.json").read_text()).get("test_iou")
+        where = f"test IoU {iou:.3f}" if iou is not None else "no results.json"
+        return cfg, model, f"reused run `{args.run}` ({where})"
     overrides = [
         f"seed={args.seed}",
         "data.res=16",
@@ -286,11 +288,13 @@ def _fit_head(model: Any, cfg: Config, test: Any, args: argparse.Namespace) -> t
         f"Proposal head for `head-refine` (`orient3d.training.so3_head`): a copy of the "
         f"model's encoder and an MLP ranking the {fit.head.grid.shape[0]} cells of the "
         f"level-{fit.head.level} grid, fitted in {fit.seconds:.0f} s ({args.head_epochs} "
-        f"epochs) on the {len(train_set)} training objects, each epoch every object turned "
+        f"epochs) on the {len(train_set)} objects of the run's training split (the "
+        "validation objects it held out included, no test object), each epoch every object "
+        "turned "
         "by a fresh random rotation. It is supervised by the rotations it applied to "
         "grids in the model's frame; for this single-orientation model that frame is the "
-        "dataset's stored frame, so it reads the stored alignment of the training objects "
-        "(what the model itself was trained on), nothing of the test objects. How often the "
+        "dataset's stored frame, so it reads the stored alignment of those objects (the "
+        "frame the model was trained in), nothing of the test objects. How often the "
         "truth's cell (modulo symmetry) is among its k best, on the main table's rotated "
         f"test objects, averaged over exact cube-turned views: {parts}. `head-refine` "
         f"averages {args.head_views} views (one encoder pass each, counted as a forward "
@@ -309,6 +313,7 @@ def _section(
     args: argparse.Namespace,
     t: float,
     head_note: str = "",
+    data: str = "16³ procedural objects",
 ) -> str:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cmd = "python benchmarks/bench_pose.py " + " ".join(sys.argv[1:])
@@ -318,7 +323,7 @@ def _section(
         f"`{cmd.strip()}`, {when}, {machine_line()}, torch threads {args.threads}, "
         f"torch {torch.__version__}; {t:.0f} s in all.",
         "",
-        f"Model: single-orientation VAE at 16³, {note}. Test: {args.n} procedural test "
+        f"Model: single-orientation VAE at {data}, {note}. Test: {args.n} of its test "
         "objects, each turned by a uniform random rotation (trilinear resampling, "
         "thresholded at 0.5). Score of R: neg ELBO (encoder mean) of R⁻¹·x. Success: "
         "geodesic error < 10° modulo the object's symmetry in O. Options: "
@@ -408,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         curve += _curve(model, test, args, options, pose.HEAD_METHOD, args.head_curve, **extra)
     rows = _grid_rows(model, test, args)
     t = time.perf_counter() - t0
-    section = _section(result, curve, rows, note, args, t, head_note)
+    source = "procedural" if cfg.data.source == "procedural" else Path(cfg.data.source).name
+    data = f"{cfg.data.res}³ ({source})"
+    section = _section(result, curve, rows, note, args, t, head_note, data)
     print(json.dumps(result | {"curve": curve}, indent=1))
     print(section)
     if not args.no_write:

@@ -227,7 +227,7 @@ def test_bench_pose_counts_passes_from_its_options(tmp_path: Path) -> None:
         ["grid-refine", "2", "1", str(grid_refine(2, 1))],
         ["head-refine", "1", "0", str(head_refine(1, 0))],
     ]
-    assert "fitted in" in out and "on the 16 training objects" in out
+    assert "fitted in" in out and "on the 16 objects of the run's training split" in out
     # By class: the main table's two grid methods, over the same n objects.
     assert by_class[0] == ["class", "objects", "grid-refine", "head-refine"]
     assert sum(int(r[1]) for r in by_class[1]) == n

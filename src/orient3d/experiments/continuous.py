@@ -9,8 +9,9 @@ After training each run gets ``continuous.json``
   thresholded at 0.5), each method of ``options.methods`` (those of
   :data:`orient3d.search.continuous.METHODS`, and ``head-refine``, which first fits an
   SO(3) proposal head, :mod:`orient3d.training.so3_head`, on the run's training
-  split in its stored frame for ``head_epochs``): success rate (error <
-  ``threshold_deg`` modulo symmetry), median error, forward passes;
+  split (validation objects included) in its stored frame for ``head_epochs``):
+  success rate (error < ``threshold_deg`` modulo symmetry), median error, forward
+  passes;
 - a ``continuous`` run: the consistency of its canonical pose
   (:func:`orient3d.training.modes.continuous.canonical_consistency`: the test objects turned
   by the fixed seeded SO(3) rotations of protocol ``so3+search``, each pose found
