@@ -31,9 +31,8 @@ object (and per class) go under "so3" in RUN/recover.json, other keys kept.
 SO(3) proposal head (orient3d.training.so3_head) for --so3-head-epochs epochs on the
 run's training split (its validation objects included; never a test object) turned
 into the model's frame (for single and augmented runs the dataset's stored frame),
-then scores only its --top-k cells in place of the
-coarse grid, averaging it over --head-views exact views; the fit's figures go
-beside the method's.
+then scores only its --top-k cells in place of the coarse grid, averaging it over
+--head-views exact views; the fit's figures go beside the method's.
 """
 
 from __future__ import annotations
