@@ -13,6 +13,13 @@ import re
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+# the shared ModelNet10 test grids at 32³ (../shared/data, beside the repository)
+VOXNET = BENCHMARKS.parents[1] / "shared" / "data" / "modelnet10_vox32" / "voxnet32_test.npz"
+# the closing sentence of a per-machine section's intro (write_machine_part)
+EACH_PART = (
+    "Each part below is one machine kind, as its CPU names itself; a run replaces only its "
+    "own part."
+)
 
 
 def write_section(text: str, path: Path = BENCHMARKS) -> None:

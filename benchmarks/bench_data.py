@@ -17,21 +17,17 @@ import argparse
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from _machine import machine_line
-from _sections import write_section
+from _sections import VOXNET, write_section
 from orient3d.data import generate, load_dataset
 from orient3d.data.arrays import trivial_fraction
 from orient3d.data.files import load_file
 from orient3d.geometry import groups
 from orient3d.report import render
-
-ROOT = Path(__file__).resolve().parents[1]
-VOXNET = ROOT.parent / "shared" / "data" / "modelnet10_vox32" / "voxnet32_test.npz"
 
 
 def _best(fn, repeats: int = 3) -> float:

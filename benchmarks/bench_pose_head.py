@@ -57,7 +57,7 @@ from typing import Any
 import torch
 
 from _machine import machine_line
-from _sections import show_machine_part
+from _sections import EACH_PART, VOXNET, show_machine_part
 from orient3d.config import Config, dumps, load_config
 from orient3d.data import VoxelSet, load_data, split_validation
 from orient3d.devices import tune_allocator
@@ -71,12 +71,10 @@ from orient3d.training.modes import get_mode
 from orient3d.training.pose_head import REPORT, fit_run
 
 ROOT = Path(__file__).resolve().parents[1]
-VOXNET = ROOT.parent / "shared" / "data" / "modelnet10_vox32" / "voxnet32_test.npz"
 HEADING = "## Pose head"
 INTRO = (
     "Recovery with the orientation head's proposals against exhaustive search "
-    "(`benchmarks/bench_pose_head.py`). Each part below is one machine kind, as its CPU "
-    "names itself; a run replaces only its own part."
+    "(`benchmarks/bench_pose_head.py`). " + EACH_PART
 )
 GOAL_SPEED, GOAL_LOSS = 100.0, 1.0  # objects/s (judged at each thread count); points lost
 Variant = tuple[int, int, str, float]  # (proposals K, head views V, precision, head mass)

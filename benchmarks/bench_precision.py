@@ -29,13 +29,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from _machine import machine_line
-from _sections import show_machine_part
+from _sections import EACH_PART, VOXNET, show_machine_part
 from bench_train import _random_set, matmul_gflops
 from orient3d.config import Config, ModelConfig, apply_overrides
 from orient3d.devices import native_bf16, resolve_precision, tune_allocator
@@ -46,15 +45,12 @@ from orient3d.training import loop as train
 from orient3d.training.distributed import Dist
 from orient3d.training.state import build_state
 
-ROOT = Path(__file__).resolve().parents[1]
-VOXNET = ROOT.parent / "shared" / "data" / "modelnet10_vox32" / "voxnet32_test.npz"
 HEADING = "## Precision by machine kind"
 INTRO = (
     "fp32 against bf16 per machine kind (`benchmarks/bench_precision.py`): samples/s "
     "of a training step and rows/s of a pose-scoring pass, interleaved call by call "
     "in one process per thread count, and whether bf16 changes the pose a model "
-    "picks. Each part below is one machine kind, as its CPU names itself; a run "
-    "replaces only its own part."
+    "picks. " + EACH_PART
 )
 THREADS = sorted({1, min(2, os.cpu_count() or 1)})
 SCORED = {16: 16, 32: 8}  # objects per scoring pass (× 24 rows)

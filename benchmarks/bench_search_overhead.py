@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from _machine import machine_line
-from _sections import show_machine_part
+from _sections import EACH_PART, show_machine_part
 from _side_by_side import Run, make_run, train_epoch
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet, train_test
@@ -62,8 +62,7 @@ HEADING = "## Search per-step overhead"
 INTRO = (
     "Search training's cost per step and per run against augmented training, and the "
     "answer of the speed-ups against full search (`benchmarks/bench_search_overhead.py`). "
-    "Each part below is one machine kind, as its CPU names itself; a run replaces only "
-    "its own part."
+    + EACH_PART
 )
 O = cube_group()
 BASE = [

@@ -31,7 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from _machine import machine_line
-from _sections import show_machine_part
+from _sections import EACH_PART, show_machine_part
 from orient3d.config import Config, apply_overrides
 from orient3d.data import VoxelSet
 from orient3d.devices import bf16_matmul_speedup, native_bf16, resolve_precision, tune_allocator
@@ -42,8 +42,7 @@ from orient3d.training.state import build_state
 ROOT = Path(__file__).resolve().parents[1]
 INTRO = (
     "Training throughput of the default model against the matmul peak of the same "
-    "process, fp32 and bf16 (`benchmarks/bench_train.py`). Each part below is one "
-    "machine kind, as its CPU names itself; a run replaces only its own part."
+    "process, fp32 and bf16 (`benchmarks/bench_train.py`). " + EACH_PART
 )
 THREADS = min(2, os.cpu_count() or 1)
 # (D, precision, torch threads)
