@@ -265,9 +265,8 @@ def _curve(
     return sorted(rows, key=lambda r: (r["method"], r["forward_passes"], r["cosets"]))
 
 
-def _fit_head(model: Any, cfg: Config, test: Any, args: argparse.Namespace) -> tuple[Any, str]:
+def _fit_head(model: Any, train_set: Any, test: Any, args: argparse.Namespace) -> tuple[Any, str]:
     """The SO(3) head on the training objects, and a sentence on it for the section."""
-    train_set, _ = load_data(cfg)
     fit = fit_so3_head(
         model, train_set.voxels, epochs=args.head_epochs, seed=args.seed,
         stabilizers=train_set.stabilizers,
@@ -384,14 +383,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     cfg, model, note = _model(args)
-    _, test = load_data(cfg)
+    train_set, test = load_data(cfg)
     options: dict[str, Any] = {
         "steps": args.steps,
         "lr": args.lr,
         "levels": args.levels,
         "grid_level": args.grid_level,
     }
-    head, head_note = _fit_head(model, cfg, test, args) if args.head_epochs > 0 else (None, "")
+    head, head_note = (
+        _fit_head(model, train_set, test, args) if args.head_epochs > 0 else (None, "")
+    )
     methods = (*pose.METHODS, pose.HEAD_METHOD) if head is not None else tuple(pose.METHODS)
     extra: dict[str, Any] = {"head": head, "head_views": args.head_views} if head else {}
     result = pose_eval.recover_continuous(

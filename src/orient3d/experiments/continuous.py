@@ -99,13 +99,12 @@ def analyze(task: AnalysisTask) -> None:
         return
     device = resolve_device(read_run_config(task.path).train.device)
     cfg, model = load_run(task.path, str(device))
-    _, test = load_data(cfg)
+    train_set, test = load_data(cfg)
     o = task.options
     result: dict[str, Any] = {"mode": cfg.train.mode, "n_objects": len(test)}
     if cfg.train.mode == "single":
         head: dict[str, Any] = {}
         if HEAD_METHOD in o.methods:  # a single run's frame is the stored one
-            train_set = load_data(cfg)[0]
             fit = fit_so3_head(model, train_set.voxels, epochs=o.head_epochs, seed=cfg.seed)
             head = {"head": fit.head, "head_views": o.head_views}
             result["so3_head"] = {
@@ -354,15 +353,15 @@ def check(spec: ExperimentSpec, options: Options) -> None:
     and pose-search options the search would refuse after training."""
     check_grid_values(spec, "train.mode", ("single", "continuous"), "continuous")
     o = options
-    check_search_options(o.steps, o.top_k, o.levels, o.cosets, lambda f: f"options.{f}")
+    check_search_options(
+        o.steps, o.top_k, o.levels, o.cosets, lambda f: f"options.{f}", o.head_views
+    )
     known = (*METHOD_NAMES, HEAD_METHOD)
     for m in o.methods:
         if m not in known:
             raise ConfigError(f"options.methods: {m!r} is not one of {', '.join(known)}")
     if o.head_epochs < 1:
         raise ConfigError(f"options.head_epochs: {o.head_epochs} is invalid, must be >= 1")
-    if not 1 <= o.head_views <= 24:
-        raise ConfigError(f"options.head_views: {o.head_views} is invalid, must be in 1..24")
 
 
 def _wants(run: RunSpec, options: Options) -> bool:

@@ -278,9 +278,8 @@ def estimate_pose(
     if x.dim() != 4:
         raise ValueError(f"x must be (B, D, D, D), got {tuple(x.shape)}")
     del generator
-    check_search_options(steps, top_k, levels, cosets, str)  # a ConfigError is a ValueError
-    if not 1 <= head_views <= 24:
-        raise ValueError(f"head_views: {head_views} is invalid, must be in 1..24")
+    # a ConfigError is a ValueError
+    check_search_options(steps, top_k, levels, cosets, str, head_views)
     opt = PoseOptions(steps, lr, top_k, levels, grid_level, chunk, cosets, head_views)
     device = next(model.parameters()).device
     with frozen_eval(model):

@@ -34,7 +34,12 @@ class PoseOptions:
 
 
 def check_search_options(
-    steps: int, top_k: int, levels: int, cosets: int, name: Callable[[str], str]
+    steps: int,
+    top_k: int,
+    levels: int,
+    cosets: int,
+    name: Callable[[str], str],
+    head_views: int = PoseOptions.head_views,
 ) -> None:
     """One ConfigError for the first of these out of range, named by ``name(field)``
     (``--top-k`` on the command line, ``options.top_k`` in an experiment)."""
@@ -43,6 +48,7 @@ def check_search_options(
         ("top_k", top_k, 1, None),
         ("levels", levels, 0, None),
         ("cosets", cosets, 0, 24),
+        ("head_views", head_views, 1, 24),
     ):
         if value < low or (high is not None and value > high):
             want = f">= {low}" if high is None else f"in {low}..{high}"
