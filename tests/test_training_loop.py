@@ -292,6 +292,76 @@ def test_load_run_errors(tmp_path: Path) -> None:
         load_run(tmp_path)
 
 
+def test_turned_back_is_the_two_resamplings_on_the_picked_rows_only() -> None:
+    from orient3d.geometry import so3
+    from orient3d.training.loop import turned_back
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(5, 12, 12, 12, generator=gen) < 0.3).float()
+    R = so3.random_rotations(5, gen)
+    pick = torch.tensor([True, False, True, False, True])
+    got = turned_back(x, pick, R)
+    for i in range(5):
+        if pick[i]:  # the obvious one-row version
+            shown = (so3.resample(x[i : i + 1], R[i : i + 1]) > 0.5).float()
+            want = so3.resample(shown, R[i : i + 1].transpose(-1, -2))[0]
+            assert torch.allclose(got[i], want.clamp(0, 1))
+            assert not torch.equal(got[i], x[i])  # a generic turn leaves artifacts
+        else:
+            assert torch.equal(got[i], x[i])
+    # a quarter turn lands on voxel centres: no artifact, the grid comes back exactly
+    quarter = groups.cube_group().matrices[1].float()[None].expand(5, 3, 3)
+    assert torch.allclose(turned_back(x, pick, quarter), x, atol=1e-5)
+    assert turned_back(x, torch.zeros(5, dtype=torch.bool), R) is x
+
+
+def test_resample_frac_shows_that_share_of_samples_turned_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orient3d.data import split_validation
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    plain = SingleMode.prepare
+
+    def record(
+        self: Any, model: Any, x: torch.Tensor, g: torch.Tensor, idx: torch.Tensor, epoch: int
+    ) -> Prepared:
+        seen.append((x.clone(), idx.clone()))
+        return plain(self, model, x, g, idx, epoch)
+
+    monkeypatch.setattr(SingleMode, "prepare", record)
+    cfg = tiny_config("train.resample_frac=0.5", "train.epochs=3")
+    train_set, test_set = tiny_data(cfg)
+    fit(cfg, train_set, test_set, tmp_path / "run")
+    objects = split_validation(train_set, cfg.data.n_val, cfg.seed)[0].voxels.float()
+    same = turned = 0
+    for x, idx in seen:
+        for grid, i in zip(x, idx.tolist()):
+            if torch.equal(grid, objects[i]):
+                same += 1
+                continue
+            turned += 1
+            assert float(grid.min()) >= 0 and float(grid.max()) <= 1
+            # the object in its stored pose, give or take the voxels the turns blur
+            inter = ((grid > 0.5) & (objects[i] > 0)).sum()
+            union = ((grid > 0.5) | (objects[i] > 0)).sum()
+            assert float(inter / union) > 0.3
+    assert 0.3 < turned / (same + turned) < 0.7
+    first = json.loads((tmp_path / "run" / "results.json").read_text())
+    # seeded: the same config draws the same turns
+    fit(cfg, train_set, test_set, tmp_path / "again")
+    assert (
+        json.loads((tmp_path / "again" / "results.json").read_text())["test_neg_elbo"]
+        == (first["test_neg_elbo"])
+    )
+    with pytest.raises(ConfigError, match="train.resample_frac"):
+        tiny_config("train.resample_frac=1.5")
+    bad = tiny_config("train.resample_frac=0.5", "train.mode=continuous")
+    with pytest.raises(ConfigError, match="train.resample_frac=0.5 .* mode continuous"):
+        fit(bad, train_set, test_set, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_shift_augments_training_grids_only_by_offsets_in_range(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -151,6 +151,12 @@ class TrainConfig:
     # augmentation: each training sample also shifted by a random integer offset in
     # [-shift, shift] voxels per axis, zero fill (0: off); validation and test are not
     shift: int = 0
+    # augmentation: this share of each step's samples is shown turned by a fresh uniform
+    # SO(3) rotation R and turned back, R⁻¹·[R·x > 0.5] (trilinear both ways): the stored
+    # pose with the artifacts of a turned, voxelized object, the grid a continuous pose
+    # search scores at the true pose (orient3d.search.continuous). 0: off; not with mode
+    # continuous, whose views are resampled already
+    resample_frac: float = 0.0
     early_stopping: int = 0  # stop after this many epochs without validation gain (0: off)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     # autocast dtype; auto: bf16 where it pays (CUDA; CPUs with native bf16 whose bf16
@@ -172,6 +178,7 @@ class TrainConfig:
         _check(0 < self.lr < math.inf, "train.lr", self.lr, "a finite number > 0")
         _check(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, ">= 0")
         _check(self.shift >= 0, "train.shift", self.shift, ">= 0")
+        _check(0 <= self.resample_frac <= 1, "train.resample_frac", self.resample_frac, "in [0, 1]")
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, ">= 1")
         _check(self.eval_every >= 1, "train.eval_every", self.eval_every, ">= 1")
 

@@ -5,6 +5,13 @@ mean) of ``R⁻¹·x``, the input turned back to the model's frame by trilinear
 resampling (:func:`orient3d.geometry.so3.resample`). Lower is better. The pose ``R``
 claims ``x ≈ R·c`` for a shape ``c`` in the model's canonical frame.
 
+At the true pose of a turned, voxelized object the grid scored is ``R⁻¹·[R·c > 0.5]``:
+the stored shape with the artifacts of two resamplings, which a model trained on
+stored grids alone has never seen, so wrong rotations can outscore the truth. A
+model trained with ``train.resample_frac`` (:func:`orient3d.training.loop.turned_back`)
+sees such grids in training; BENCHMARKS.md, "Continuous pose", compares it with the
+control trained without.
+
 Methods (one interface, :func:`estimate_pose`, dispatched through :data:`METHODS`):
 
 - ``gradient``: Adam on a 6D parametrization ``R = R0 @ sixd_to_matrix(d)`` from

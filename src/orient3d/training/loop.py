@@ -36,7 +36,7 @@ from orient3d.data.load import load_data  # re-exported: orient3d.train.load_dat
 from orient3d.devices import autocast, check_precision, resolve_precision, set_threads
 from orient3d.errors import ConfigError, DataError, RunError
 from orient3d.evaluation.protocols import evaluate, load_run
-from orient3d.geometry import groups
+from orient3d.geometry import groups, so3
 from orient3d.geometry.transforms import shift
 from orient3d.rundir import lock, runs
 from orient3d.training import distributed, pose_head
@@ -58,6 +58,7 @@ __all__ = [
     "load_run",
     "split_validation",
     "train",
+    "turned_back",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,21 @@ def _diverged(what: str, epoch: int, step: int, out: Path, st: TrainState) -> Tr
     )
 
 
+def turned_back(x: Tensor, pick: Tensor, R: Tensor) -> Tensor:
+    """``x (b, D, D, D)`` float with the rows ``pick (b,)`` replaced by
+    ``R⁻¹·[R·x > 0.5]`` (trilinear resampling both ways, ``R (b, 3, 3)``; zeros outside
+    the grid): a stored-pose grid as a continuous pose search sees it at the true pose
+    of a turned, voxelized object (``train.resample_frac``)."""
+    if not bool(pick.any()):
+        return x
+    Rp = R[pick].to(x.device)
+    shown = (so3.resample(x[pick.to(x.device)], Rp) > 0.5).to(x.dtype)
+    out = x.clone()
+    back = so3.resample(shown, Rp.transpose(-1, -2))
+    out[pick.to(x.device)] = back.clamp(0, 1)  # (trilinear weights can sum to 1 + 1 ulp)
+    return out
+
+
 def _step(
     st: TrainState, cfg: Config, voxels: Tensor, idx: Tensor, epoch: int
 ) -> tuple[Tensor, Tensor]:
@@ -100,6 +116,10 @@ def _step(
     offsets = None
     if t.shift > 0:  # drawn only then: runs without it keep their random stream
         offsets = torch.randint(-t.shift, t.shift + 1, (b, 3), generator=st.data_gen)
+    turned = None
+    if t.resample_frac > 0:  # drawn only then, after the offsets: as for the shift
+        pick = torch.rand(b, generator=st.data_gen) < t.resample_frac
+        turned = (pick, so3.random_rotations(b, st.data_gen))
     idx_all, part = idx, st.dist.shard(b)
     idx, g = idx[part], g[part]
     x = voxels[idx.to(voxels.device)]  # (b, D, D, D) uint8, b = B / world
@@ -108,6 +128,8 @@ def _step(
     if offsets is not None:
         x = shift(x, offsets[part])
     x_shown = x.float()  # (b, D, D, D)
+    if turned is not None:
+        x_shown = turned_back(x_shown, turned[0][part], turned[1][part])
     prep = st.mode.prepare(st.model, x_shown, g.to(x.device), idx, epoch)
     k = prep.x.shape[0] // max(1, idx.shape[0])  # rows per sample
     rows = slice(k * part.start, k * part.stop)
@@ -246,6 +268,11 @@ def _check_data(cfg: Config, train_set: VoxelSet, val_set: VoxelSet, test_set: V
         raise ConfigError(
             f"train.early_stopping={cfg.train.early_stopping} needs a validation split, "
             "but data.n_val=0; early stopping never reads the test split"
+        )
+    if cfg.train.resample_frac > 0 and cfg.train.mode == "continuous":
+        raise ConfigError(
+            f"train.resample_frac={cfg.train.resample_frac} is for the modes that show grids "
+            "in their stored pose; mode continuous resamples every view already (set it to 0)"
         )
     if 2 * cfg.train.shift >= cfg.data.res:
         raise ConfigError(
