@@ -475,6 +475,20 @@ def test_profile_train_groups_ops_by_name_and_the_optimizer_by_its_range() -> No
     }
 
 
+def test_profile_train_ceiling_is_all_layers_flops_over_all_their_time() -> None:
+    from profile_train import conv_ceiling
+
+    # 2 GFLOP in 10 ms and 6 GFLOP in 30 ms: 8 GFLOP in 40 ms = 200 GFLOP/s, 50% of 400
+    rows = [{"ms": 10.0, "gflops": 200.0}, {"ms": 30.0, "gflops": 200.0}]
+    text = conv_ceiling({32: {"layers": rows}}, peak=400.0)
+    assert "32³: 8.0 GFLOP in 40 ms, 200 GFLOP/s, 50% of peak" in text
+    # a slow layer weighs by its time, not as one row of an average of rates
+    rows = [{"ms": 10.0, "gflops": 400.0}, {"ms": 90.0, "gflops": 100.0}]  # 4 + 9 GFLOP
+    assert "13.0 GFLOP in 100 ms, 130 GFLOP/s, 32% of peak" in conv_ceiling(
+        {16: {"layers": rows}}, peak=400.0
+    )
+
+
 @pytest.mark.slow
 def test_profile_train_rows_are_the_models_layers(tmp_path: Path) -> None:
     out = _run(
