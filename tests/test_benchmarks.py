@@ -210,7 +210,7 @@ def test_bench_pose_counts_passes_from_its_options(tmp_path: Path) -> None:
         assert (r["n"], r["backward_passes"], r["forward_passes"]) == (n, backward, forward[method])
         assert 0 <= r["success_rate"] <= 1 and 0 <= r["median_error_deg"] <= 180
         assert 0 <= r["scored_at_most_truth"] <= 1
-    methods, curve, by_class, grids = _printed_tables(out, "## Continuous pose")
+    methods, control_table, curve, by_class, grids = _printed_tables(out, "## Continuous pose")
     rows = _by_first_column(methods)
     for method, r in result.items():
         assert rows[method]["forward / object"] == str(forward[method])
@@ -228,12 +228,31 @@ def test_bench_pose_counts_passes_from_its_options(tmp_path: Path) -> None:
         ["head-refine", "1", "0", str(head_refine(1, 0))],
     ]
     assert "fitted in" in out and "on the 16 objects of the run's training split" in out
-    # By class: the main table's two grid methods, over the same n objects.
-    assert by_class[0] == ["class", "objects", "grid-refine", "head-refine"]
+    assert "train.resample_frac=0.5" in out  # the model's own training, named
+    # The control: the same model without turned-back views, the two grid methods at the
+    # main settings, counted as the main table's.
+    control = printed["control"]
+    assert list(control) == ["grid-refine", "head-refine"]
+    for method, r in control.items():
+        assert (r["n"], r["forward_passes"]) == (n, forward[method])
+        row = _by_first_column(control_table)[f"{method}, control"]
+        assert row["success"] == f"{r['success_rate']:.2f}"
+        assert row["forward / object"] == str(forward[method])
+    assert "`train.resample_frac=0`, otherwise the same command" in out
+    # By class: the two grid methods of the model and of the control, the same n objects.
+    assert by_class[0] == [
+        "class",
+        "objects",
+        "grid-refine",
+        "head-refine",
+        "grid-refine, control",
+        "head-refine, control",
+    ]
     assert sum(int(r[1]) for r in by_class[1]) == n
-    for method, column in (("grid-refine", 2), ("head-refine", 3)):
+    cells = {**result, **{f"{m}, control": v for m, v in control.items()}}
+    for column, method in enumerate(by_class[0][2:], start=2):
         for r in by_class[1]:
-            cell = result[method]["by_class"][r[0]]
+            cell = cells[method]["by_class"][r[0]]
             assert r[column] == f"{cell['success_rate']:.2f} / {cell['scored_at_most_truth']:.2f}"
     assert [r[:2] for r in grids[1]] == [["0", "24"], ["1", str(grid1)]]
 
