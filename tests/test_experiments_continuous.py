@@ -67,6 +67,35 @@ def test_summary_from_fake_runs(tmp_path: Path) -> None:
     json.dumps(summary)
 
 
+def test_two_single_variants_get_one_sentence_each_never_pooled(tmp_path: Path) -> None:
+    variants = {**VARIANTS, "turned": ["train.mode=single", "train.resample_frac=0.5"]}
+    spec = spec_from_dict(
+        {"name": "c", "kind": "continuous", "seeds": [0, 1, 2], "base": BASE, "variants": variants}
+    )
+    for run in expand_runs(spec):
+        v, s = run.params["variant"], run.params["seed"]
+        so3 = _so3(s)
+        if v == "turned":  # grid-refine succeeds 20 points more often with these models
+            so3["grid-refine"]["success_rate"] += 0.2
+        extra = (
+            {"mode": "single", "so3": so3}
+            if v != "continuous"
+            else {"mode": "continuous", "consistency": {"consistency": 0.5 + 0.1 * s}}
+        )
+        fake_run(
+            tmp_path / "runs" / run.name,
+            run.config,
+            {"test_mse": 0.03, "test_iou": 0.7, "protocol": "so3+search"},
+            metrics=[{"epoch": 1, "test_mse": 0.1, "pose_change_median_deg": 3.0}],
+            extra={"continuous.json": extra},
+        )
+    sentence = run_experiment(spec, tmp_path)["answers"][0]["answer"]
+    assert "single: grid-refine recovered 65% (95% CI" in sentence, sentence
+    assert "turned: grid-refine recovered 85% (95% CI" in sentence, sentence
+    assert "75%" not in sentence  # the two variants' pool
+    assert "continuous: continuous search training put 60% (95% CI" in sentence
+
+
 def test_answer_without_runs() -> None:
     assert "No run" in EC.answer([], {"consistency": []})
     assert "No run" in EC.answers([])
@@ -112,6 +141,8 @@ def test_shipped_config_loads() -> None:
     spec = load_spec(Path(__file__).resolve().parents[1] / "configs" / "continuous.toml")
     runs = {r.name: r.config.train.mode for r in expand_runs(spec)}
     assert spec.kind == "continuous" and set(runs.values()) == {"single", "continuous"}
+    frac = {r.params["variant"]: r.config.train.resample_frac for r in expand_runs(spec)}
+    assert frac == {"single": 0.0, "single_turned": 0.5, "continuous": 0.0}
 
 
 @pytest.mark.parametrize(

@@ -251,14 +251,27 @@ def _tables(
     return methods, cont
 
 
+def _cell_answer(runs: Sequence[RunRecord]) -> str:
+    """:func:`answer` for the runs of one grid cell. Variants that measure the same thing
+    (two single-orientation variants, or two continuous ones) are never pooled: each then
+    gets its own sentence, named."""
+    parts = [(c.values.get("variant"), c.runs) for c in cells(runs)]
+    singles = [v for v, rs in parts if method_rows(rs)]
+    conts = [v for v, rs in parts if continuous_rows(rs)["consistency"]]
+    if len(singles) <= 1 and len(conts) <= 1:
+        return answer(method_rows(runs), continuous_rows(runs))
+    return " ".join(
+        f"{v}: {answer(method_rows(rs), continuous_rows(rs))}"
+        for v, rs in parts
+        if v in singles or v in conts
+    )
+
+
 def answers(grid: Sequence[Cell]) -> str:
     """:func:`answer` per grid cell (``"At latent=4: ..."`` when there are several)."""
     if len(grid) <= 1:
-        runs = grid[0].runs if grid else ()
-        return answer(method_rows(runs), continuous_rows(runs))
-    return " ".join(
-        f"At {g.label()}: {answer(method_rows(g.runs), continuous_rows(g.runs))}" for g in grid
-    )
+        return _cell_answer(grid[0].runs if grid else ())
+    return " ".join(f"At {g.label()}: {_cell_answer(g.runs)}" for g in grid)
 
 
 def summarize(
