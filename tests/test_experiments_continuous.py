@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,24 +30,33 @@ def _so3(seed: int) -> dict[str, dict[str, float]]:  # as pose.recover_continuou
     }
 
 
-def test_summary_from_fake_runs(tmp_path: Path) -> None:
-    spec = spec_from_dict(
-        {"name": "c", "kind": "continuous", "seeds": [0, 1, 2], "base": BASE, "variants": VARIANTS}
-    )
+def _fake_runs(
+    spec: Any, out: Path, so3: Callable[[str, int], dict[str, dict[str, float]]]
+) -> None:
+    """Finished runs of ``spec`` under ``out``: every variant but ``continuous`` is a
+    single-orientation run measured as ``so3(variant, seed)``; continuous runs put
+    0.5 + 0.1·seed of the objects in one pose."""
     for run in expand_runs(spec):
         v, s = run.params["variant"], run.params["seed"]
         extra = (
-            {"mode": "single", "so3": _so3(s)}
-            if v == "single"
+            {"mode": "single", "so3": so3(v, s)}
+            if v != "continuous"
             else {"mode": "continuous", "consistency": {"consistency": 0.5 + 0.1 * s}}
         )
         fake_run(
-            tmp_path / "runs" / run.name,
+            out / "runs" / run.name,
             run.config,
             {"test_mse": 0.03, "test_iou": 0.7, "protocol": "so3+search"},
             metrics=[{"epoch": 1, "test_mse": 0.1, "pose_change_median_deg": 3.0}],
             extra={"continuous.json": extra},
         )
+
+
+def test_summary_from_fake_runs(tmp_path: Path) -> None:
+    spec = spec_from_dict(
+        {"name": "c", "kind": "continuous", "seeds": [0, 1, 2], "base": BASE, "variants": VARIANTS}
+    )
+    _fake_runs(spec, tmp_path, lambda variant, seed: _so3(seed))
     summary = run_experiment(spec, tmp_path)
     sentence = summary["answers"][0]["answer"]
     assert sentence.startswith("grid-refine recovered 65% (95% CI"), sentence
@@ -72,23 +82,14 @@ def test_two_single_variants_get_one_sentence_each_never_pooled(tmp_path: Path) 
     spec = spec_from_dict(
         {"name": "c", "kind": "continuous", "seeds": [0, 1, 2], "base": BASE, "variants": variants}
     )
-    for run in expand_runs(spec):
-        v, s = run.params["variant"], run.params["seed"]
-        so3 = _so3(s)
-        if v == "turned":  # grid-refine succeeds 20 points more often with these models
-            so3["grid-refine"]["success_rate"] += 0.2
-        extra = (
-            {"mode": "single", "so3": so3}
-            if v != "continuous"
-            else {"mode": "continuous", "consistency": {"consistency": 0.5 + 0.1 * s}}
-        )
-        fake_run(
-            tmp_path / "runs" / run.name,
-            run.config,
-            {"test_mse": 0.03, "test_iou": 0.7, "protocol": "so3+search"},
-            metrics=[{"epoch": 1, "test_mse": 0.1, "pose_change_median_deg": 3.0}],
-            extra={"continuous.json": extra},
-        )
+
+    def so3(variant: str, seed: int) -> dict[str, dict[str, float]]:
+        out = _so3(seed)
+        if variant == "turned":  # grid-refine succeeds 20 points more often with these models
+            out["grid-refine"]["success_rate"] += 0.2
+        return out
+
+    _fake_runs(spec, tmp_path, so3)
     sentence = run_experiment(spec, tmp_path)["answers"][0]["answer"]
     assert "single: grid-refine recovered 65% (95% CI" in sentence, sentence
     assert "turned: grid-refine recovered 85% (95% CI" in sentence, sentence

@@ -292,6 +292,21 @@ def test_load_run_errors(tmp_path: Path) -> None:
         load_run(tmp_path)
 
 
+def _record_shown(monkeypatch: pytest.MonkeyPatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The grids (and object indices) the loop shows mode single, step by step."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    plain = SingleMode.prepare
+
+    def record(
+        self: Any, model: Any, x: torch.Tensor, g: torch.Tensor, idx: torch.Tensor, epoch: int
+    ) -> Prepared:
+        seen.append((x.clone(), idx.clone()))
+        return plain(self, model, x, g, idx, epoch)
+
+    monkeypatch.setattr(SingleMode, "prepare", record)
+    return seen
+
+
 def test_turned_back_is_the_two_resamplings_on_the_picked_rows_only() -> None:
     from orient3d.geometry import so3
     from orient3d.training.loop import turned_back
@@ -320,16 +335,7 @@ def test_resample_frac_shows_that_share_of_samples_turned_back(
 ) -> None:
     from orient3d.data import split_validation
 
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    plain = SingleMode.prepare
-
-    def record(
-        self: Any, model: Any, x: torch.Tensor, g: torch.Tensor, idx: torch.Tensor, epoch: int
-    ) -> Prepared:
-        seen.append((x.clone(), idx.clone()))
-        return plain(self, model, x, g, idx, epoch)
-
-    monkeypatch.setattr(SingleMode, "prepare", record)
+    seen = _record_shown(monkeypatch)
     cfg = tiny_config("train.resample_frac=0.5", "train.epochs=3")
     train_set, test_set = tiny_data(cfg)
     fit(cfg, train_set, test_set, tmp_path / "run")
@@ -368,16 +374,7 @@ def test_shift_augments_training_grids_only_by_offsets_in_range(
     from orient3d.data import split_validation
     from orient3d.geometry.transforms import shift
 
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    plain = SingleMode.prepare
-
-    def record(
-        self: Any, model: Any, x: torch.Tensor, g: torch.Tensor, idx: torch.Tensor, epoch: int
-    ) -> Prepared:
-        seen.append((x.clone(), idx.clone()))
-        return plain(self, model, x, g, idx, epoch)
-
-    monkeypatch.setattr(SingleMode, "prepare", record)
+    seen = _record_shown(monkeypatch)
     cfg = tiny_config("train.shift=2")
     train_set, test_set = tiny_data(cfg)
     fit(cfg, train_set, test_set, tmp_path / "run")
