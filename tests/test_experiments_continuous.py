@@ -23,6 +23,7 @@ def _so3(seed: int) -> dict[str, dict[str, float]]:  # as pose.recover_continuou
         m: {
             "success_rate": v[seed],
             "median_error_deg": 100 * (1 - v[seed]),
+            "scored_at_most_truth": min(1.0, v[seed] + 0.25),
             "forward_passes": p,
             "n": 20,
         }
@@ -60,7 +61,10 @@ def test_summary_from_fake_runs(tmp_path: Path) -> None:
     summary = run_experiment(spec, tmp_path)
     sentence = summary["answers"][0]["answer"]
     assert sentence.startswith("grid-refine recovered 65% (95% CI"), sentence
-    assert "at 1.02e+03 forward passes per object, against gradient 7.67%" in sentence
+    assert (
+        "at 1.02e+03 forward passes per object (a rotation scoring at least as well as the "
+        "truth for 90%), against gradient 7.67%"
+    ) in sentence
     assert "continuous search training put 60% (95% CI" in sentence
     secs = {s["title"]: s for s in summary["sections"]}
     rows = secs["Pose error against method"]["table"]["rows"]
@@ -69,6 +73,8 @@ def test_summary_from_fake_runs(tmp_path: Path) -> None:
     assert [r[1] for r in rows] == ["single", "single"]  # the variant column
     success = rows[1][cols.index("success rate")]
     assert success["mean"] == pytest.approx(0.65) and success["interval"] == "wilson"
+    found = rows[1][cols.index("found ≤ truth")]  # 0.85, 0.95, 0.9 of 20 objects each
+    assert found["mean"] == pytest.approx(0.9) and found["interval"] == "wilson"
     table = secs["Continuous search training"]["table"]
     (row,) = table["rows"]
     cont = dict(zip(table["columns"], row))

@@ -136,7 +136,9 @@ def analyze(task: AnalysisTask) -> None:
 
 
 def method_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
-    """Per method: success rates (and objects tried), median errors, passes over the runs.
+    """Per method: success rates (and objects tried), the share whose found rotation
+    scores at least as well as the truth (the search did not lose to its model), median
+    errors, passes over the runs.
 
     Call it with the runs of one cell (runs that differ in seed alone); ``test_iou``
     is the single-orientation models' test IoU.
@@ -146,9 +148,12 @@ def method_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
         so3 = (r.extra.get("continuous") or {}).get("so3", {})
         for m, v in so3.items():
             d = by.setdefault(
-                m, {"success": [], "n": [], "median": [], "passes": [], "test_iou": []}
+                m,
+                {"success": [], "found": [], "n": [], "median": [], "passes": [], "test_iou": []},
             )
             d["success"].append(float(v["success_rate"]))
+            if "scored_at_most_truth" in v:
+                d["found"].append(float(v["scored_at_most_truth"]))
             d["n"].append(v.get("n"))
             d["median"].append(float(v["median_error_deg"]))
             d["passes"].append(float(v["forward_passes"]))
@@ -203,6 +208,12 @@ def answer(methods: Sequence[dict[str, Any]], cont: dict[str, list[Any]]) -> str
             f"{best['method']} recovered {_pct(succ[best['method']])} of SO(3)-rotated test "
             f"objects to within the threshold at {fmt(mean_ci(best['passes'])[0])} forward "
             "passes per object"
+            + (
+                f" (a rotation scoring at least as well as the truth for "
+                f"{fmt(100 * prop_cell(best['found'], best['n'])['mean'])}%)"
+                if best.get("found")
+                else ""
+            )
             + (f", against {others}" if others else "")
             + f" (single-orientation models' test IoU {iou})"
         )
@@ -232,6 +243,7 @@ def _tables(
                         m["method"],
                         *head,
                         prop_cell(m["success"], m["n"]),
+                        prop_cell(m["found"], m["n"]) if m["found"] else ci_cell([]),
                         ci_cell(m["median"]),
                         ci_cell(m["passes"]),
                         ci_cell(m["test_iou"], bounds=(0.0, 1.0)),
@@ -284,8 +296,12 @@ def summarize(
         f"Single-orientation models; {options.n} test objects per seed, each turned by a "
         "uniform random rotation (trilinear resampling, thresholded at 0.5). Success: "
         f"geodesic error below {options.threshold_deg}° modulo the object's symmetry. "
-        "Per cell (runs that differ in seed alone): success rate over the pooled objects of "
-        "the seeds with a 95% Wilson interval (objects as independent trials: the finite "
+        "Found ≤ truth: the share of objects whose found rotation scores at least as well "
+        "as the true one (the search did not lose to its model; where it did not, a "
+        "failure is the model's score). "
+        "Per cell (runs that differ in seed alone): success rate and found ≤ truth over the "
+        "pooled objects of the seeds with a 95% Wilson interval (objects as independent "
+        "trials: the finite "
         "test set, not the spread between seeds); the rest: mean and 95% Student-t interval "
         "over seeds (n/a with one seed)."
     )
@@ -305,6 +321,7 @@ def summarize(
                 "method",
                 *head,
                 "success rate",
+                "found ≤ truth",
                 "median error (°)",
                 "forward passes / object",
                 "test IoU",
