@@ -207,7 +207,10 @@ NOTES = (
     "and passes, and its best-scoring coarse grid point is the one nearest the truth "
     "about twice as often (the coarse-grid table; 0.14 at level 1 in the control's own "
     "earlier run of this benchmark), at "
-    "a cost in IoU on stored grids (0.755 against the control's 0.794). The search's "
+    "a cost in IoU on stored grids (0.755 against the control's 0.794). That is one "
+    'seed: over three seeds of `configs/continuous.toml` (RESULTS.md, "Continuous '
+    'rotations") the search loses to the turned-back models less often too, but their '
+    "success is no higher. The search's "
     "reach: without `cosets`, most of grid-refine's failures are a 90° or 180° turn of "
     "the truth (the object nearly symmetric under it) whose basin the coarse grid ranked "
     "out of its top k; scoring the 24 turns of the first result and searching again from "
