@@ -363,7 +363,8 @@ def test_resample_frac_shows_that_share_of_samples_turned_back(
     with pytest.raises(ConfigError, match="train.resample_frac"):
         tiny_config("train.resample_frac=1.5")
     bad = tiny_config("train.resample_frac=0.5", "train.mode=continuous")
-    with pytest.raises(ConfigError, match="train.resample_frac=0.5 .* mode continuous"):
+    refused = "train.resample_frac=0.5 cannot be used with mode continuous"
+    with pytest.raises(ConfigError, match=refused):
         fit(bad, train_set, test_set, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
 

@@ -9,8 +9,9 @@ At the true pose of a turned, voxelized object the grid scored is ``R⁻¹·[R·
 the stored shape with the artifacts of two resamplings, which a model trained on
 stored grids alone has never seen, so wrong rotations can outscore the truth. A
 model trained with ``train.resample_frac`` (:func:`orient3d.training.loop.turned_back`)
-sees such grids in training; BENCHMARKS.md, "Continuous pose", compares it with the
-control trained without.
+sees such grids in training: BENCHMARKS.md, "Continuous pose", compares it with the
+control trained without, and RESULTS.md, "Continuous rotations", over seeds (the search
+loses to the score less often; success is no higher).
 
 Methods (one interface, :func:`estimate_pose`, dispatched through :data:`METHODS`):
 

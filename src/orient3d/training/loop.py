@@ -271,8 +271,8 @@ def _check_data(cfg: Config, train_set: VoxelSet, val_set: VoxelSet, test_set: V
         )
     if cfg.train.resample_frac > 0 and cfg.train.mode == "continuous":
         raise ConfigError(
-            f"train.resample_frac={cfg.train.resample_frac} is for the modes that show grids "
-            "in their stored pose; mode continuous resamples every view already (set it to 0)"
+            f"train.resample_frac={cfg.train.resample_frac} cannot be used with mode "
+            "continuous, which resamples every view already; set it to 0"
         )
     if 2 * cfg.train.shift >= cfg.data.res:
         raise ConfigError(
