@@ -100,7 +100,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _model(args: argparse.Namespace, resample_frac: float) -> tuple[Config, Any, str]:
+def _model(
+    args: argparse.Namespace, resample_frac: float, folder: str = "run"
+) -> tuple[Config, Any, str]:
     if args.run is not None:
         cfg, model = load_run(args.run)
         iou = json.loads((args.run / "results.json").read_text()).get("test_iou")
@@ -121,7 +123,7 @@ def _model(args: argparse.Namespace, resample_frac: float) -> tuple[Config, Any,
         "train.progress=false",
     ]
     cfg = apply_overrides(Config(), overrides)
-    out = args.work / ("run" if resample_frac == args.resample_frac else "control")
+    out = args.work / folder
     t = time.perf_counter()
     res = train(cfg, out, force=True, command="benchmarks/bench_pose.py")
     note = (
@@ -364,13 +366,8 @@ def _section(
         f"{args.cosets} best cube-group turns of the pose found searched again "
         "(`cosets`, 0: off).",
         "",
-        "| method | success | 95% CI | found ≤ truth | failures scored ≤ truth | median error "
-        "| mean error | forward / object | backward / object | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for m, r in result["so3"].items():
-        lines.append(f"| {m} | " + _cells(r) + f" | {r['backward_passes']} | {r['seconds']:.1f} |")
-    lines += [
+        *_method_table(result["so3"]),
+        "",
         "",
         "Forward passes count one per scored grid (candidate or gradient step); each "
         "gradient step also costs one backward pass. Seconds: all objects, batches of 16. "
@@ -419,18 +416,27 @@ def _control_lines(control: tuple[dict[str, Any], str] | None) -> list[str]:
     result, note = control
     lines = [
         "Control: the same model trained on the stored grids only (`train.resample_frac=0`, "
-        f"otherwise the same command; {note}), with its own proposal head fitted the same "
-        "way; the same objects and rotations, the main table's settings:",
+        f"otherwise the same command; {note})"
+        + (", with its own proposal head fitted the same way" if pose.HEAD_METHOD in result else "")
+        + "; the same objects and rotations, the main table's settings:",
         "",
+        *_method_table(result, ", control"),
+    ]
+    return [*lines, ""]
+
+
+def _method_table(result: dict[str, Any], suffix: str = "") -> list[str]:
+    """The main table: one row per method of ``result`` (named with ``suffix``)."""
+    lines = [
         "| method | success | 95% CI | found ≤ truth | failures scored ≤ truth | median error "
         "| mean error | forward / object | backward / object | seconds |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m, r in result.items():
         lines.append(
-            f"| {m}, control | " + _cells(r) + f" | {r['backward_passes']} | {r['seconds']:.1f} |"
+            f"| {m}{suffix} | " + _cells(r) + f" | {r['backward_passes']} | {r['seconds']:.1f} |"
         )
-    return [*lines, ""]
+    return lines
 
 
 def _recover(
@@ -457,13 +463,21 @@ def _control(
 ) -> tuple[dict[str, Any], str]:
     """The control model (no turned-back views), its own head, and grid-refine and
     head-refine on it at the main settings."""
-    _, model, note = _model(args, 0.0)
-    methods: tuple[str, ...] = ("grid-refine",)
-    extra: dict[str, Any] = {}
-    if args.head_epochs > 0:
-        head, _ = _fit_head(model, train_set, test, args)
-        methods, extra = (*methods, pose.HEAD_METHOD), {"head": head, "head_views": args.head_views}
+    _, model, note = _model(args, 0.0, "control")
+    extra, _ = _head_options(model, train_set, test, args)
+    methods = ("grid-refine", *([pose.HEAD_METHOD] if extra else []))
     return _recover(model, test, args, methods, **options, **extra), note
+
+
+def _head_options(
+    model: Any, train_set: Any, test: Any, args: argparse.Namespace
+) -> tuple[dict[str, Any], str]:
+    """head-refine's options for ``model`` (its head fitted here) and the sentence on the
+    fit; nothing without ``--head-epochs``."""
+    if args.head_epochs <= 0:
+        return {}, ""
+    head, note = _fit_head(model, train_set, test, args)
+    return {"head": head, "head_views": args.head_views}, note
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -486,16 +500,13 @@ def main(argv: list[str] | None = None) -> int:
         "levels": args.levels,
         "grid_level": args.grid_level,
     }
-    head, head_note = (
-        _fit_head(model, train_set, test, args) if args.head_epochs > 0 else (None, "")
-    )
-    methods = (*pose.METHODS, pose.HEAD_METHOD) if head is not None else tuple(pose.METHODS)
-    extra: dict[str, Any] = {"head": head, "head_views": args.head_views} if head else {}
+    extra, head_note = _head_options(model, train_set, test, args)
+    methods = (*pose.METHODS, *([pose.HEAD_METHOD] if extra else []))
     result = {"so3": _recover(model, test, args, methods, **options, **extra)}
     with_control = args.run is None and args.resample_frac > 0 and not args.no_control
     control = _control(args, train_set, test, options) if with_control else None
     curve = _curve(model, test, args, options, "grid-refine", args.curve)
-    if head is not None:
+    if extra:
         curve += _curve(model, test, args, options, pose.HEAD_METHOD, args.head_curve, **extra)
     rows = _grid_rows(model, test, args)
     t = time.perf_counter() - t0

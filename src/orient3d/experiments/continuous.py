@@ -267,16 +267,14 @@ def _cell_answer(runs: Sequence[RunRecord]) -> str:
     """:func:`answer` for the runs of one grid cell. Variants that measure the same thing
     (two single-orientation variants, or two continuous ones) are never pooled: each then
     gets its own sentence, named."""
-    parts = [(c.values.get("variant"), c.runs) for c in cells(runs)]
-    singles = [v for v, rs in parts if method_rows(rs)]
-    conts = [v for v, rs in parts if continuous_rows(rs)["consistency"]]
-    if len(singles) <= 1 and len(conts) <= 1:
+    parts = [
+        (c.values.get("variant"), method_rows(c.runs), continuous_rows(c.runs)) for c in cells(runs)
+    ]
+    singles = sum(1 for _, m, _ in parts if m)
+    conts = sum(1 for _, _, k in parts if k["consistency"])
+    if singles <= 1 and conts <= 1:
         return answer(method_rows(runs), continuous_rows(runs))
-    return " ".join(
-        f"{v}: {answer(method_rows(rs), continuous_rows(rs))}"
-        for v, rs in parts
-        if v in singles or v in conts
-    )
+    return " ".join(f"{v}: {answer(m, k)}" for v, m, k in parts if m or k["consistency"])
 
 
 def answers(grid: Sequence[Cell]) -> str:
