@@ -103,6 +103,41 @@ def test_two_single_variants_get_one_sentence_each_never_pooled(tmp_path: Path) 
     assert "continuous: continuous search training put 60% (95% CI" in sentence
 
 
+def test_success_per_class_and_raw_lists_are_per_variant(tmp_path: Path) -> None:
+    variants = {**VARIANTS, "turned": ["train.mode=single", "train.resample_frac=0.5"]}
+    spec = spec_from_dict(
+        {"name": "c", "kind": "continuous", "seeds": [0, 1], "base": BASE, "variants": variants}
+    )
+
+    def so3(variant: str, seed: int) -> dict[str, Any]:
+        out: dict[str, Any] = _so3(seed)
+        # chairs: 9 of 10 right for single, 4 of 10 for turned; cubes 1 of 10 with either
+        chair = 0.9 if variant == "single" else 0.4
+        for v in out.values():
+            v["by_class"] = {
+                "chair": {"n": 10, "success_rate": chair, "scored_at_most_truth": 1.0},
+                "cube": {"n": 10, "success_rate": 0.1, "scored_at_most_truth": 1.0},
+            }
+        return out
+
+    _fake_runs(spec, tmp_path, so3)
+    summary = run_experiment(spec, tmp_path)
+    table = {s["title"]: s for s in summary["sections"]}["Pose success per class"]["table"]
+    assert table["columns"] == ["method", "variant", "chair", "cube"]
+    rows = {(r[0], r[1]): dict(zip(table["columns"], r)) for r in table["rows"]}
+    assert set(rows) == {(m, v) for m in SUCCESS for v in ("single", "turned")}
+    single, turned = rows["grid-refine", "single"], rows["grid-refine", "turned"]
+    assert single["chair"]["mean"] == pytest.approx(0.9) and single["chair"]["objects"] == 20
+    assert turned["chair"]["mean"] == pytest.approx(0.4)  # never the pool's 0.65
+    assert turned["cube"]["lo"] < 0.1 < turned["cube"]["hi"]
+    raw = {c["cell"].get("variant"): c for c in summary["methods"]}
+    assert set(raw) == {"single", "turned", "continuous"}
+    grid_refine = {v: next(r for r in c["rows"] if r["method"] == "grid-refine")
+                   for v, c in raw.items() if c["rows"]}  # fmt: skip
+    assert grid_refine["single"]["success"] == grid_refine["turned"]["success"] == [0.6, 0.7]
+    assert len(grid_refine["single"]["n"]) == 2  # its two seeds, not four runs
+
+
 def test_answer_without_runs() -> None:
     assert "No run" in EC.answer([], {"consistency": []})
     assert "No run" in EC.answers([])

@@ -334,6 +334,9 @@ def summarize(
             cont,
         ),
     ]
+    by_class = success_by_class_section(cells(records), keys, bool(spec.variants), options)
+    if by_class is not None:
+        sections.append(by_class)
     per_class = per_class_iou_section(cells(records), grid_keys(spec))
     if per_class is not None:
         sections.append(per_class)
@@ -343,10 +346,46 @@ def summarize(
             "name": spec.name,
             "answers": [{"question": " ".join(questions), "answer": answers(grid)}],
             "sections": sections,
-            "methods": [{"grid": g.values, "rows": method_rows(g.runs)} for g in grid],
-            "continuous": [{"grid": g.values, **continuous_rows(g.runs)} for g in grid],
+            # per cell (variant and grid values): runs that differ in seed alone
+            "methods": [{"cell": c.values, "rows": method_rows(c.runs)} for c in cells(records)],
+            "continuous": [{"cell": c.values, **continuous_rows(c.runs)} for c in cells(records)],
         }
     )
+
+
+def success_by_class_section(
+    groups: Sequence[Cell], keys: Sequence[str], variant: bool, options: Options
+) -> dict[str, Any] | None:
+    """Pose success per class: one row per method and cell, one column per class, each
+    a Wilson interval over the pooled objects of the cell's seeds (``by_class`` of each
+    run's ``continuous.json``). None when no run recorded classes."""
+    names: list[str] = []
+    rows = []
+    for c in groups:
+        per: dict[str, list[dict[str, Any]]] = {}
+        for r in c.runs:
+            for m, v in ((r.extra.get("continuous") or {}).get("so3") or {}).items():
+                per.setdefault(m, []).append(v.get("by_class") or {})
+                names += [n for n in v.get("by_class") or {} if n not in names]
+        head = [c.values.get("variant")] * variant + c.grid(keys)
+        for m, runs in per.items():
+            cols = []
+            for n in names:
+                got = [b[n] for b in runs if n in b]
+                cols.append(prop_cell([g["success_rate"] for g in got], [g["n"] for g in got]))
+            rows.append([m, *head, *cols])
+    if not names:
+        return None
+    width = max(len(r) for r in rows)
+    rows = [r + [prop_cell([], [])] * (width - len(r)) for r in rows]  # classes seen later
+    text = (
+        f"Success (geodesic error below {options.threshold_deg}° modulo symmetry) of each "
+        "class's rotated test objects, per method and cell: the objects of the cell's seeds "
+        "pooled, 95% Wilson interval. A class whose objects share no pose bounds the "
+        "all-objects rate whatever the search does."
+    )
+    cols = ["method", *(["variant"] * variant), *grid_columns(keys), *names]
+    return section("Pose success per class", text, cols, rows)
 
 
 def _lever(
