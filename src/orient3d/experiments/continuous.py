@@ -369,11 +369,11 @@ def success_by_class_section(
                 names += [n for n in v.get("by_class") or {} if n not in names]
         head = [c.values.get("variant")] * variant + c.grid(keys)
         for m, runs in per.items():
-            cols = []
+            rates = []
             for n in names:
                 got = [b[n] for b in runs if n in b]
-                cols.append(prop_cell([g["success_rate"] for g in got], [g["n"] for g in got]))
-            rows.append([m, *head, *cols])
+                rates.append(prop_cell([g["success_rate"] for g in got], [g["n"] for g in got]))
+            rows.append([m, *head, *rates])
     if not names:
         return None
     width = max(len(r) for r in rows)
