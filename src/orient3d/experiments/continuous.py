@@ -135,6 +135,11 @@ def analyze(task: AnalysisTask) -> None:
     write_json(out, jsonable(result))
 
 
+def _so3(r: RunRecord) -> dict[str, Any]:
+    """A run's pose-estimation results per method (``continuous.json``), or none."""
+    return dict((r.extra.get("continuous") or {}).get("so3") or {})
+
+
 def method_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     """Per method: success rates (and objects tried), the share whose found rotation
     scores at least as well as the truth (the search did not lose to its model), median
@@ -145,8 +150,7 @@ def method_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     """
     by: dict[str, dict[str, list[Any]]] = {}
     for r in records:
-        so3 = (r.extra.get("continuous") or {}).get("so3", {})
-        for m, v in so3.items():
+        for m, v in _so3(r).items():
             d = by.setdefault(
                 m,
                 {"success": [], "found": [], "n": [], "median": [], "passes": [], "test_iou": []},
@@ -334,10 +338,11 @@ def summarize(
             cont,
         ),
     ]
-    by_class = success_by_class_section(cells(records), keys, bool(spec.variants), options)
+    groups = cells(records)  # runs that differ in seed alone
+    by_class = success_by_class_section(groups, keys, bool(spec.variants), options)
     if by_class is not None:
         sections.append(by_class)
-    per_class = per_class_iou_section(cells(records), grid_keys(spec))
+    per_class = per_class_iou_section(groups, grid_keys(spec))
     if per_class is not None:
         sections.append(per_class)
     questions = spec.questions or QUESTIONS
@@ -346,9 +351,8 @@ def summarize(
             "name": spec.name,
             "answers": [{"question": " ".join(questions), "answer": answers(grid)}],
             "sections": sections,
-            # per cell (variant and grid values): runs that differ in seed alone
-            "methods": [{"cell": c.values, "rows": method_rows(c.runs)} for c in cells(records)],
-            "continuous": [{"cell": c.values, **continuous_rows(c.runs)} for c in cells(records)],
+            "methods": [{"cell": c.values, "rows": method_rows(c.runs)} for c in groups],
+            "continuous": [{"cell": c.values, **continuous_rows(c.runs)} for c in groups],
         }
     )
 
@@ -359,25 +363,28 @@ def success_by_class_section(
     """Pose success per class: one row per method and cell, one column per class, each
     a Wilson interval over the pooled objects of the cell's seeds (``by_class`` of each
     run's ``continuous.json``). None when no run recorded classes."""
-    names: list[str] = []
+    names = list(
+        dict.fromkeys(
+            n
+            for c in groups
+            for r in c.runs
+            for v in _so3(r).values()
+            for n in v.get("by_class") or {}
+        )
+    )
+    if not names:
+        return None
     rows = []
     for c in groups:
         per: dict[str, list[dict[str, Any]]] = {}
         for r in c.runs:
-            for m, v in ((r.extra.get("continuous") or {}).get("so3") or {}).items():
+            for m, v in _so3(r).items():
                 per.setdefault(m, []).append(v.get("by_class") or {})
-                names += [n for n in v.get("by_class") or {} if n not in names]
         head = [c.values.get("variant")] * variant + c.grid(keys)
         for m, runs in per.items():
-            rates = []
-            for n in names:
-                got = [b[n] for b in runs if n in b]
-                rates.append(prop_cell([g["success_rate"] for g in got], [g["n"] for g in got]))
+            got = [[b[n] for b in runs if n in b] for n in names]
+            rates = [prop_cell([g["success_rate"] for g in x], [g["n"] for g in x]) for x in got]
             rows.append([m, *head, *rates])
-    if not names:
-        return None
-    width = max(len(r) for r in rows)
-    rows = [r + [prop_cell([], [])] * (width - len(r)) for r in rows]  # classes seen later
     text = (
         f"Success (geodesic error below {options.threshold_deg}° modulo symmetry) of each "
         "class's rotated test objects, per method and cell: the objects of the cell's seeds "
